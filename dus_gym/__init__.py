@@ -1,0 +1,48 @@
+"""dus_gym: data-aware unimodal sampling for multimodal learning, as a Gymnasium environment.
+
+Importing the package registers the environment ids:
+
+- ``DUS-v0``: the built-in UCI Multiple Features digits (views pix and zer);
+- ``DUS-Synthetic-v0``: the synthetic shortcut family (METHOD.md section 7).
+"""
+
+from __future__ import annotations
+
+from gymnasium.envs.registration import register, registry
+
+from dus_gym.budget import QuantityRule, allocate
+from dus_gym.data import MultimodalDataset, load_dataset, make_synthetic
+from dus_gym.envs import DUSEnv
+from dus_gym.monitor import DiscrepancyMonitor
+from dus_gym.policies import POLICIES, dus_h_quantities, make_policy
+from dus_gym.run import RunConfig, TrainingRun
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ENV_IDS",
+    "POLICIES",
+    "DUSEnv",
+    "DiscrepancyMonitor",
+    "MultimodalDataset",
+    "QuantityRule",
+    "RunConfig",
+    "TrainingRun",
+    "allocate",
+    "dus_h_quantities",
+    "load_dataset",
+    "make_policy",
+    "make_synthetic",
+]
+
+EPISODE_STEPS = 30
+ENV_IDS = ("DUS-v0", "DUS-Synthetic-v0")
+
+for _env_id, _dataset in zip(ENV_IDS, ("digits", "synthetic:shortcut")):
+    if _env_id not in registry:
+        register(
+            id=_env_id,
+            entry_point="dus_gym.envs:DUSEnv",
+            max_episode_steps=EPISODE_STEPS,
+            kwargs={"dataset": _dataset, "n_steps": EPISODE_STEPS},
+        )

@@ -1,0 +1,76 @@
+"""Datasets: the container, the built-in digits, synthetic families."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, stratified_split
+from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
+from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_DIGIT_VIEWS",
+    "DIGIT_VIEWS",
+    "MultimodalDataset",
+    "PRESETS",
+    "SPLIT_NAMES",
+    "Splits",
+    "SyntheticConfig",
+    "load_dataset",
+    "load_digits",
+    "dataset_modalities",
+    "make_synthetic",
+    "stratified_split",
+]
+
+DATASETS = ("digits", "synthetic")
+
+
+def load_dataset(
+    name: str, views: Sequence[str] | None = None, seed: int = 0, **kwargs: Any
+) -> MultimodalDataset:
+    """Load a dataset by name.
+
+    Args:
+        name: ``"digits"`` (built-in real data), ``"synthetic"`` (the shortcut
+            preset) or ``"synthetic:PRESET"`` with a name from :data:`PRESETS`.
+        views: for ``digits``, the views to use (default ``("pix", "zer")``);
+            for synthetic data, a subset of the modality names.
+        seed: generator seed of synthetic data (ignored by ``digits``).
+        kwargs: synthetic-config overrides (``shortcut_rho=0.8``).
+    """
+    family, _, detail = name.partition(":")
+    if family == "digits" and not detail:
+        if kwargs:
+            raise ValueError(f"digits takes no options besides views, got {sorted(kwargs)}")
+        return load_digits(DEFAULT_DIGIT_VIEWS if views is None else views)
+    if family == "synthetic":
+        data = make_synthetic(detail or "shortcut", seed=seed, **kwargs)
+        return data if views is None else data.select(views)
+    valid = ["digits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)]
+    raise ValueError(f"unknown dataset {name!r}; valid datasets: {valid}")
+
+
+def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: Any) -> list[str]:
+    """The modality names :func:`load_dataset` would give, without loading or generating data."""
+    family, _, detail = name.partition(":")
+    if family == "digits" and not detail:
+        names = list(DEFAULT_DIGIT_VIEWS if views is None else views)
+        unknown = [v for v in names if v not in DIGIT_VIEWS]
+        if unknown:
+            raise ValueError(f"digits: unknown view {unknown[0]!r}; valid views: {list(DIGIT_VIEWS)}")
+        return names
+    if family == "synthetic":
+        preset = detail or "shortcut"
+        if preset not in PRESETS:
+            raise ValueError(f"unknown synthetic preset {preset!r}; valid presets: {sorted(PRESETS)}")
+        all_names = list(kwargs.get("names", PRESETS[preset].names))
+        if views is None:
+            return all_names
+        unknown = [v for v in views if v not in all_names]
+        if unknown:
+            raise ValueError(f"{name}: unknown modality {unknown[0]!r}; valid: {all_names}")
+        return list(views)
+    return load_dataset(name, views, **kwargs).modality_names

@@ -1,0 +1,163 @@
+"""Seeded synthetic multimodal families (METHOD.md section 7).
+
+Every modality ``j`` of a sample of class ``y`` is ``signal[j] * code_j(y) +
+noise * N(0, I)``, where the class codes are random unit vectors (one set per
+modality, drawn from the seed). On top of that:
+
+- **complementary**: the first ``2 * complementary`` classes are merged in
+  pairs in modality 0 (classes ``2i`` and ``2i+1`` share a code), so only the
+  other modalities separate them;
+- **shortcut**: modality 0 gets ``shortcut_dim`` extra features
+  ``shortcut_scale * code_S(c) + shortcut_noise * N(0, I)``, where ``c = y``
+  with probability ``shortcut_rho`` on the *training split only* and a random
+  class elsewhere; a model that leans on it fails on the clean validation and
+  test splits.
+
+The splits are fixed by construction (train first, then val, then test), and
+labels are balanced within each split.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from dus_gym.data.dataset import MultimodalDataset
+
+__all__ = ["SyntheticConfig", "PRESETS", "make_synthetic"]
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """Knobs of the synthetic generator. Dimensions are features per sample."""
+
+    num_classes: int = 10
+    """number of classes C >= 2"""
+    dims: tuple[int, ...] = (64, 32)
+    """signal dimension of each modality (two or more modalities)"""
+    signal: tuple[float, ...] = (2.0, 2.0)
+    """signal strength (norm of the class code) of each modality, >= 0"""
+    noise: float = 1.0
+    """standard deviation of the Gaussian noise on every feature"""
+    names: tuple[str, ...] = ("a", "b")
+    """modality names"""
+    n_train: int = 2000
+    n_val: int = 1000
+    n_test: int = 1000
+    complementary: int = 0
+    """number of class pairs that modality 0 cannot tell apart (0 <= k <= C/2)"""
+    shortcut_rho: float = 0.0
+    """probability that the shortcut shows the true class, on the training split"""
+    shortcut_dim: int = 16
+    shortcut_scale: float = 3.0
+    shortcut_noise: float = 0.5
+
+    def validate(self) -> None:
+        m = len(self.dims)
+        if m < 2:
+            raise ValueError(f"SyntheticConfig.dims: need at least two modalities, got {self.dims}")
+        for field in ("signal", "names"):
+            if len(getattr(self, field)) != m:
+                raise ValueError(
+                    f"SyntheticConfig.{field} has {len(getattr(self, field))} entries, "
+                    f"expected one per modality ({m}, from dims={self.dims})"
+                )
+        if self.num_classes < 2:
+            raise ValueError(f"SyntheticConfig.num_classes must be >= 2, got {self.num_classes}")
+        if not 0 <= self.complementary <= self.num_classes // 2:
+            raise ValueError(
+                f"SyntheticConfig.complementary must lie in [0, {self.num_classes // 2}], got {self.complementary}"
+            )
+        if not 0.0 <= self.shortcut_rho <= 1.0:
+            raise ValueError(f"SyntheticConfig.shortcut_rho must lie in [0, 1], got {self.shortcut_rho}")
+        if min(self.n_train, self.n_val, self.n_test) < self.num_classes:
+            raise ValueError(
+                "SyntheticConfig: every split needs at least one sample per class, got "
+                f"n_train={self.n_train}, n_val={self.n_val}, n_test={self.n_test}"
+            )
+
+
+# Calibrated so that the sampling decision matters (numbers in the README's
+# "Instance families" section; METHOD.md section 7 for the prototype's).
+PRESETS: dict[str, SyntheticConfig] = {
+    # A is confident on the training split thanks to a shortcut; B is the
+    # honest but weaker modality. Giving A fewer samples helps.
+    "shortcut": SyntheticConfig(
+        dims=(64, 32), signal=(2.0, 2.5), names=("a", "b"), shortcut_rho=0.95
+    ),
+    # Few samples; A is very high-dimensional and noisy (memorises, does not
+    # generalise), B is low-dimensional and clean.
+    "memorization": SyntheticConfig(
+        dims=(2000, 8), signal=(3.0, 2.0), noise=1.0, names=("a", "b"),
+        n_train=300, n_val=300, n_test=1000,
+    ),
+    # B carries information A lacks (A merges class pairs): uniform is best.
+    "complementary": SyntheticConfig(
+        dims=(64, 32), signal=(3.0, 1.5), names=("a", "b"), complementary=3
+    ),
+    # Small and fast, for tests.
+    "tiny": SyntheticConfig(
+        num_classes=4, dims=(8, 6), signal=(3.0, 1.5), names=("a", "b"),
+        n_train=96, n_val=48, n_test=48, shortcut_rho=0.9, shortcut_dim=4,
+    ),
+}
+
+
+def _unit_codes(rng: np.random.Generator, num: int, dim: int) -> np.ndarray:
+    codes = rng.standard_normal((num, dim))
+    return codes / np.linalg.norm(codes, axis=1, keepdims=True)
+
+
+def make_synthetic(
+    config: SyntheticConfig | str = "shortcut", seed: int = 0, **overrides: Any
+) -> MultimodalDataset:
+    """Generate one instance of a synthetic family.
+
+    Args:
+        config: a :class:`SyntheticConfig` or a preset name from :data:`PRESETS`.
+        seed: generator seed; the same seed gives the same arrays.
+        overrides: fields of the config to replace (``shortcut_rho=0.8``).
+
+    Returns:
+        A :class:`MultimodalDataset` with a fixed train/val/test assignment.
+    """
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown synthetic preset {config!r}; valid presets: {sorted(PRESETS)}")
+        config = PRESETS[config]
+    if overrides:
+        try:
+            config = replace(config, **overrides)
+        except TypeError as err:
+            raise ValueError(f"make_synthetic: {err}; valid fields: {list(SyntheticConfig.__dataclass_fields__)}") from None
+        # tuples may arrive as lists from JSON or the command line
+        config = replace(config, **{k: tuple(v) for k, v in overrides.items() if isinstance(v, list)})
+    config.validate()
+    rng = np.random.default_rng(seed)
+    C = config.num_classes
+    sizes = (config.n_train, config.n_val, config.n_test)
+    labels = np.concatenate([rng.permutation(np.arange(n) % C) for n in sizes])
+    split = np.repeat(np.arange(3), sizes)
+    n = len(labels)
+
+    modalities: dict[str, np.ndarray] = {}
+    for j, (name, dim, mu) in enumerate(zip(config.names, config.dims, config.signal)):
+        codes = _unit_codes(rng, C, dim)
+        if j == 0 and config.complementary:
+            for i in range(config.complementary):
+                codes[2 * i + 1] = codes[2 * i]
+        x = mu * codes[labels] + config.noise * rng.standard_normal((n, dim))
+        if j == 0 and config.shortcut_dim and config.shortcut_rho > 0:
+            shortcut_codes = _unit_codes(rng, C, config.shortcut_dim)
+            random_class = rng.integers(0, C, size=n)
+            honest = (split == 0) & (rng.random(n) < config.shortcut_rho)
+            c = np.where(honest, labels, random_class)
+            s = config.shortcut_scale * shortcut_codes[c]
+            s += config.shortcut_noise * rng.standard_normal((n, config.shortcut_dim))
+            x = np.concatenate([x, s], axis=1)
+        modalities[name] = x.astype(np.float32)
+    return MultimodalDataset(
+        modalities, labels, [str(c) for c in range(C)], name=f"synthetic(seed={seed})", split=split
+    )

@@ -1,0 +1,93 @@
+"""What every method shares: the per-iteration context, its result, the interface.
+
+A method trains the model for one iteration given per-modality quantities
+``n_j`` and says how branch logits fuse at test time. The loop around it
+(sampling, the monitor, evaluation) lives once, in :mod:`dus_gym.run`.
+
+Every training loss is a *sum* over the examples drawn divided by the base
+batch size B (METHOD.md section 3): with ``n_j = B`` it is the ordinary mean.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch.nn import functional as F
+
+from dus_gym.models import MultimodalModel
+from dus_gym.monitor import true_class_score
+
+__all__ = ["Batch", "IterationResult", "Method", "TrainContext", "branch_stats"]
+
+
+@dataclass
+class TrainContext:
+    """What a method needs to run one iteration.
+
+    Attributes:
+        model: the multimodal model.
+        optimizer: its optimizer.
+        inputs: per-modality input tensors of the whole dataset, on the device.
+        labels: int64 labels of the whole dataset, on the device.
+        draw: ``draw(n)`` returns ``n`` dataset indices of training examples.
+        generator: the generator for any other randomness (on the device).
+        base_batch: B.
+    """
+
+    model: MultimodalModel
+    optimizer: torch.optim.Optimizer
+    inputs: Sequence[torch.Tensor]
+    labels: torch.Tensor
+    draw: Callable[[int], torch.Tensor]
+    generator: torch.Generator
+    base_batch: int
+
+
+@dataclass
+class Batch:
+    """Rows of one modality's branch in an iteration (for its score and loss)."""
+
+    logits: torch.Tensor  # (n_j, C)
+    labels: torch.Tensor  # (n_j,)
+
+
+@dataclass
+class IterationResult:
+    """Device tensors (no host synchronisation) describing one iteration.
+
+    Attributes:
+        loss: 0-d, the optimised training loss (sum over the drawn examples / B).
+        branch_loss: ``(M,)``, mean cross-entropy of each modality's own logits
+            on its examples.
+        score: ``(M,)``, ``s_t(j)`` of METHOD.md section 2, in [0, 1].
+    """
+
+    loss: torch.Tensor
+    branch_loss: torch.Tensor
+    score: torch.Tensor
+
+
+def branch_stats(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-modality mean cross-entropy and true-class score, each shape ``(M,)``."""
+    losses = torch.stack([F.cross_entropy(b.logits.detach(), b.labels) for b in batches])
+    scores = torch.stack([true_class_score(b.logits, b.labels) for b in batches])
+    return losses, scores
+
+
+class Method(ABC):
+    """One multimodal training method. Subclasses set ``name`` and ``shared_head``."""
+
+    name: ClassVar[str]
+    shared_head: ClassVar[bool] = False
+
+    @abstractmethod
+    def train_iteration(self, ctx: TrainContext, counts: Sequence[int]) -> IterationResult:
+        """Train one iteration with ``counts[j]`` examples of modality j."""
+
+    @abstractmethod
+    def fuse(self, branch_logits: torch.Tensor) -> torch.Tensor:
+        """Fused logits ``(N, C)`` from stacked branch logits ``(M, N, C)``."""

@@ -1,0 +1,62 @@
+"""Joint training with late fusion, the baseline (METHOD.md section 5)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch.nn import functional as F
+
+from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext, branch_stats
+
+__all__ = ["JointMethod"]
+
+
+class JointMethod(Method):
+    """Fused logits ``sum_j h_j(phi_j(x_j))``, cross-entropy of the fused logits.
+
+    With quantities n: draw ``P = max_j n_j`` paired examples; modality j is
+    present on a random ``n_j`` of them, and an absent modality adds zero
+    logits. The modality with the largest count is present on every example,
+    so no example is empty. With every ``n_j = B`` this is ordinary joint
+    training with a mean-reduced loss.
+
+    Subclasses (``ogm_ge``) change the gradients between backward and step
+    by overriding :meth:`modulate_gradients`.
+    """
+
+    name = "joint"
+
+    def train_iteration(self, ctx: TrainContext, counts: Sequence[int]) -> IterationResult:
+        P = max(counts)
+        idx = ctx.draw(P)
+        y = ctx.labels[idx]
+        fused: torch.Tensor | None = None
+        batches: list[Batch] = []
+        for j, n in enumerate(counts):
+            if n == P:
+                rows, rows_idx = None, idx
+            else:
+                rows = torch.randperm(P, generator=ctx.generator, device=idx.device)[:n]
+                rows_idx = idx[rows]
+            logits = ctx.model.branch_logits(j, ctx.inputs[j][rows_idx])
+            batches.append(Batch(logits, y if rows is None else y[rows]))
+            if rows is None:
+                fused = logits if fused is None else fused + logits
+            else:
+                base = torch.zeros(P, logits.shape[1], device=logits.device) if fused is None else fused
+                fused = base.index_add(0, rows, logits)
+        assert fused is not None
+        loss = F.cross_entropy(fused, y, reduction="sum") / ctx.base_batch
+        ctx.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        branch_loss, score = branch_stats(batches)
+        self.modulate_gradients(ctx, batches, score)
+        ctx.optimizer.step()
+        return IterationResult(loss.detach(), branch_loss, score)
+
+    def modulate_gradients(self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor) -> None:
+        """Hook between backward and the optimizer step; joint leaves gradients alone."""
+
+    def fuse(self, branch_logits: torch.Tensor) -> torch.Tensor:
+        return branch_logits.sum(dim=0)

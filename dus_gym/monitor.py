@@ -1,0 +1,83 @@
+"""The cumulative modality discrepancy (METHOD.md section 2).
+
+At iteration t, modality j scores ``s_t(j)``: the mean probability its own
+unimodal logits give to the true class over its ``n_j`` examples. The
+cumulative score is the running mean
+
+    S_1(j) = s_1(j),   S_t(j) = ((t - 1) / t) * S_{t-1}(j) + (1 / t) * s_t(j)
+
+(or, as an option, an exponential moving average ``S_t = beta * S_{t-1} +
+(1 - beta) * s_t``), and the discrepancy is the distance from the mean over
+modalities, ``d_t(j) = S_t(j) - mean_k S_t(k)``; negative means modality j lags.
+
+Everything stays a tensor on the model's device, so updating the monitor
+every iteration costs no host-device synchronisation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["DiscrepancyMonitor", "MONITOR_MODES", "true_class_score"]
+
+MONITOR_MODES = ("mean", "ema")
+
+
+def true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``s = mean_i softmax(logits_i)[y_i]``: a 0-d tensor in [0, 1].
+
+    Args:
+        logits: shape ``(n, C)``; labels: shape ``(n,)``, int64.
+    """
+    probs = torch.softmax(logits.detach(), dim=1)
+    return probs.gather(1, labels[:, None]).mean()
+
+
+class DiscrepancyMonitor:
+    """Running per-modality scores ``s_t``, ``S_t`` and discrepancies ``d_t``.
+
+    Args:
+        num_modalities: M >= 2.
+        mode: ``"mean"`` (the paper's running mean, default) or ``"ema"``.
+        beta: EMA decay in [0, 1), used only with ``mode="ema"``.
+        device: where the state tensors live.
+
+    Before the first update, ``t == 0`` and all scores are zero.
+    """
+
+    def __init__(
+        self, num_modalities: int, mode: str = "mean", beta: float = 0.9, device: torch.device | str = "cpu"
+    ) -> None:
+        if mode not in MONITOR_MODES:
+            raise ValueError(f"unknown monitor mode {mode!r}; valid modes: {list(MONITOR_MODES)}")
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"monitor beta must lie in [0, 1), got {beta}")
+        self.mode = mode
+        self.beta = beta
+        self.t = 0
+        self.last = torch.zeros(num_modalities, device=device)
+        self.cumulative = torch.zeros(num_modalities, device=device)
+
+    def update(self, scores: torch.Tensor) -> None:
+        """Add one iteration's scores ``s_t``, shape ``(M,)``, values in [0, 1]."""
+        self.t += 1
+        self.last = scores.detach().to(self.cumulative.dtype)
+        if self.t == 1:
+            self.cumulative = self.last.clone()
+        elif self.mode == "mean":
+            self.cumulative = self.cumulative * ((self.t - 1) / self.t) + self.last / self.t
+        else:
+            self.cumulative = self.beta * self.cumulative + (1.0 - self.beta) * self.last
+
+    @property
+    def discrepancy(self) -> torch.Tensor:
+        """``d_t = S_t - mean_k S_t(k)``, shape ``(M,)``, values in [-1, 1]; sums to 0."""
+        return self.cumulative - self.cumulative.mean()
+
+    def state_dict(self) -> dict[str, object]:
+        return {"t": self.t, "last": self.last.clone(), "cumulative": self.cumulative.clone()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.t = int(state["t"])  # type: ignore[call-overload]
+        self.last = state["last"].clone().to(self.last.device)  # type: ignore[attr-defined]
+        self.cumulative = state["cumulative"].clone().to(self.cumulative.device)  # type: ignore[attr-defined]

@@ -1,0 +1,196 @@
+"""Built-in sampling policies with Stable-Baselines3's ``predict`` signature.
+
+Every policy here answers ``predict(obs, state=None, episode_start=None,
+deterministic=True) -> (action, state)`` like an SB3 model, for one
+observation ``(obs_dim,)`` or a batch ``(n_envs, obs_dim)``, so benchmarks
+treat built-in and trained policies alike.
+
+=========  ==============================================================
+name       behaviour
+=========  ==============================================================
+uniform    every modality gets B examples: ordinary training
+random     a random action each step (from the policy's own seed)
+fixed      constant weights, e.g. ``fixed:1,2`` (the control of METHOD.md s.7)
+dus_h      the DUS heuristic of METHOD.md section 4, ``dus_h:LAM``
+=========  ==============================================================
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from dus_gym.budget import QuantityRule
+from dus_gym.envs.dus_env import DUSEnv, ObservationLayout
+
+__all__ = [
+    "POLICIES",
+    "BuiltinPolicy",
+    "DUSHeuristicPolicy",
+    "FixedPolicy",
+    "RandomPolicy",
+    "UniformPolicy",
+    "dus_h_quantities",
+    "make_policy",
+]
+
+
+def dus_h_quantities(
+    scores: Sequence[float] | np.ndarray, base_batch: int, lam: float = 1.0, n_min: int = 1, n_max: int | None = None
+) -> np.ndarray:
+    """The DUS-H counts of METHOD.md section 4 (fixed budget).
+
+    ``n_j = B * (1 - lam * d_t(j) / mean_k S_t(k))`` with ``d_t(j) = S_t(j) -
+    mean_k S_t(k)``, then clipped to ``[n_min, n_max]`` and rounded so that the
+    counts sum to exactly ``M * B`` (:func:`~dus_gym.budget.allocate`).
+
+    Args:
+        scores: cumulative scores ``S_t``, shape ``(M,)``, in [0, 1].
+        base_batch: B.
+        lam: strength >= 0; 0 is uniform sampling.
+
+    Returns:
+        int64 counts of shape ``(M,)``. Before any score exists (all zero) the
+        counts are uniform.
+    """
+    from dus_gym.budget import allocate
+
+    S = np.asarray(scores, dtype=np.float64)
+    if lam < 0:
+        raise ValueError(f"dus_h: lam must be >= 0, got {lam}")
+    m = len(S)
+    n_max = 3 * base_batch if n_max is None else n_max
+    return allocate(dus_h_weights(S, lam), m * base_batch, n_min, n_max)
+
+
+def dus_h_weights(scores: np.ndarray, lam: float) -> np.ndarray:
+    """``1 - lam * d / mean(S)`` floored at a tiny positive value, shape ``(..., M)``."""
+    S = np.asarray(scores, dtype=np.float64)
+    mean = S.mean(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(mean > 0, 1.0 - lam * (S - mean) / mean, 1.0)
+    return np.maximum(w, 1e-3)
+
+
+class BuiltinPolicy(ABC):
+    """A policy for a :class:`DUSEnv`, with SB3's ``predict``.
+
+    Args:
+        env: the env (any wrapper of it) the policy will act in; the policy
+            reads its action rule and observation layout.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any]) -> None:
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, DUSEnv):
+            raise TypeError(f"built-in policies act in a DUSEnv, got {type(unwrapped).__name__}")
+        self.rule: QuantityRule = unwrapped.rule
+        self.layout: ObservationLayout = unwrapped.layout
+        self.action_space = unwrapped.action_space
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        obs = np.asarray(observation, dtype=np.float64)
+        if obs.shape[-1:] != (self.layout.size,) or obs.ndim > 2:
+            raise ValueError(
+                f"{type(self).__name__}.predict: observation of shape {obs.shape}; "
+                f"expected ({self.layout.size},) or (n_envs, {self.layout.size})"
+            )
+        batch = obs.reshape(-1, self.layout.size)
+        actions = np.stack([self._act(o) for o in batch])
+        return (actions if obs.ndim == 2 else actions[0]), state
+
+    @abstractmethod
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        """The action for one observation ``(obs_dim,)``."""
+
+
+class UniformPolicy(BuiltinPolicy):
+    """Every modality gets B examples per iteration: ordinary training."""
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        return self.rule.uniform_action
+
+
+class FixedPolicy(BuiltinPolicy):
+    """Constant per-modality weights (only their ratios matter with a fixed budget)."""
+
+    def __init__(self, env: gym.Env[Any, Any], weights: Sequence[float]) -> None:
+        super().__init__(env)
+        self.weights = [float(w) for w in weights]
+        self.action = self.rule.action_for_weights(np.asarray(self.weights))
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        return self.action.copy()
+
+
+class RandomPolicy(BuiltinPolicy):
+    """A uniformly random action each step, from its own seeded generator."""
+
+    def __init__(self, env: gym.Env[Any, Any], seed: int | None = None) -> None:
+        super().__init__(env)
+        self.action_space = env.unwrapped.action_space.__class__.__new__(type(env.unwrapped.action_space))
+        self.action_space.__dict__.update(env.unwrapped.action_space.__dict__)
+        self.action_space.seed(seed)
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        return self.action_space.sample()
+
+
+class DUSHeuristicPolicy(BuiltinPolicy):
+    """DUS-H (METHOD.md section 4): a lagging modality gets more samples,
+    in proportion to how far it lags: ``n_j = B (1 - lam d_j / mean S)``.
+
+    The env's action grid is coarser than the formula (discrete levels are
+    ``sqrt(2)`` apart by default): the policy takes the nearest action.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], lam: float = 1.0) -> None:
+        super().__init__(env)
+        if lam < 0:
+            raise ValueError(f"dus_h: lam must be >= 0, got {lam}")
+        self.lam = lam
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        return self.rule.action_for_weights(dus_h_weights(self.layout.get(obs, "score"), self.lam))
+
+
+POLICIES = ("uniform", "random", "fixed", "dus_h")
+
+
+def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> BuiltinPolicy:
+    """A built-in policy from its name: ``uniform``, ``random``, ``fixed:W1,W2[,...]``, ``dus_h[:LAM]``.
+
+    Args:
+        spec: the name, with its parameter after a colon.
+        env: the env the policy acts in.
+        seed: seed of ``random``.
+    """
+    name, _, param = spec.partition(":")
+    try:
+        if name == "uniform" and not param:
+            return UniformPolicy(env)
+        if name == "random" and not param:
+            return RandomPolicy(env, seed)
+        if name == "fixed":
+            weights = [float(w) for w in param.split(",")]
+            if len(weights) != len(env.unwrapped.modalities):  # type: ignore[attr-defined]
+                raise ValueError(f"expected one weight per modality {env.unwrapped.modalities}")  # type: ignore[attr-defined]
+            return FixedPolicy(env, weights)
+        if name == "dus_h":
+            return DUSHeuristicPolicy(env, float(param) if param else 1.0)
+    except ValueError as err:
+        raise ValueError(f"policy {spec!r}: {err}") from None
+    raise ValueError(
+        f"unknown policy {spec!r}; valid policies: uniform, random, fixed:W1,W2,... (one weight per modality), "
+        "dus_h or dus_h:LAM"
+    )

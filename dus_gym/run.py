@@ -1,0 +1,301 @@
+"""The training run, usable without Gymnasium: data, model, method, optimizer, monitor.
+
+A :class:`TrainingRun` trains a multimodal model from scratch, some iterations
+at a time, with per-modality sample quantities chosen by the caller, and
+evaluates it on any split. It is the whole of the work behind the env; the env
+only turns actions into quantities and the run's state into observations.
+
+Use it directly to plug DUS into a plain training loop::
+
+    run = TrainingRun(load_dataset("digits"), RunConfig(), split_seed=0, init_seed=0, sample_seed=0)
+    for epoch in range(30):
+        counts = dus_h_quantities(run.monitor.cumulative.cpu().numpy(), base_batch=64)
+        run.train(counts, iterations=run.iterations_per_epoch)
+    print(run.evaluate("test").accuracy)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from dus_gym.data import MultimodalDataset
+from dus_gym.methods import TrainContext, make_method
+from dus_gym.models import build_model
+from dus_gym.monitor import DiscrepancyMonitor
+
+__all__ = ["RunConfig", "TrainingRun", "TrainStats", "Evaluation", "resolve_device", "macro_f1"]
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` is CUDA when available, else the CPU; anything else as given."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of a training run (everything but the data and the seeds)."""
+
+    method: str = "joint"
+    """``"joint"`` or ``"mla"`` (METHOD.md section 5)"""
+    base_batch: int = 64
+    """B: examples per modality per iteration under uniform sampling"""
+    optimizer: str = "sgd"
+    """``"sgd"`` (with momentum) or ``"adam"``"""
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    feature_dim: int = 64
+    """width of each encoder's output"""
+    encoders: tuple[str, ...] | None = None
+    """per-modality encoder kind; default picks by the sample shape"""
+    monitor: str = "mean"
+    """``"mean"`` (running mean, the paper's) or ``"ema"``"""
+    monitor_beta: float = 0.9
+    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    """train / val / test fractions, for data without a fixed split"""
+    eval_batch: int = 4096
+    """examples per forward pass in evaluation"""
+    probe_steps: int = 100
+    """L-BFGS iterations of the linear probe"""
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainStats:
+    """Means over the iterations of one :meth:`TrainingRun.train` call (device tensors).
+
+    ``loss``: 0-d training loss; ``branch_loss``: ``(M,)`` per-modality
+    cross-entropy; ``finite``: 0-d bool, False if any loss was NaN or inf.
+    """
+
+    loss: torch.Tensor
+    branch_loss: torch.Tensor
+    finite: torch.Tensor
+
+
+@dataclass
+class Evaluation:
+    """Metrics of one split. Accuracies and F1 in [0, 1]; losses are mean cross-entropy (nats)."""
+
+    accuracy: float
+    macro_f1: float
+    loss: float
+    branch_accuracy: list[float]
+    branch_loss: list[float]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def macro_f1(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Unweighted mean over classes of ``2 TP / (2 TP + FP + FN)`` (0 for a class never seen nor predicted)."""
+    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+    tp = confusion.diagonal().float()
+    denom = confusion.sum(0).float() + confusion.sum(1).float()
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp)).mean()
+
+
+def _standardise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per feature (vectors, sequences: last axis) or
+    per channel (images: axis 1), with statistics of the training rows only."""
+    ref = x[train]
+    dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
+    mean = ref.mean(dim=dims, keepdim=True)
+    std = ref.std(dim=dims, keepdim=True).clamp(min=1e-6)
+    return (x - mean) / std
+
+
+class TrainingRun:
+    """One multimodal training run from scratch.
+
+    Args:
+        dataset: the data; its tensors are standardised with training-split
+            statistics and moved to the device once.
+        config: run settings.
+        split_seed: seed of the stratified split (ignored by data with a fixed split).
+        init_seed: seed of the model's initial parameters.
+        sample_seed: seed of the batch draws (and any other training randomness).
+
+    Same seeds on the CPU give the same run, bit for bit.
+    """
+
+    def __init__(
+        self,
+        dataset: MultimodalDataset,
+        config: RunConfig = RunConfig(),
+        split_seed: int = 0,
+        init_seed: int = 0,
+        sample_seed: int = 0,
+    ) -> None:
+        if config.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {list(OPTIMIZERS)}")
+        self.dataset = dataset
+        self.config = config
+        self.method = make_method(config.method)
+        self.device = resolve_device(config.device)
+        self.splits = dataset.splits(split_seed, config.split_fractions).to(self.device)
+        self.labels = dataset.labels.to(self.device)
+        self.inputs = [_standardise(x.to(self.device), self.splits.train) for x in dataset.modalities.values()]
+        self.model = build_model(
+            [tuple(x.shape[1:]) for x in self.inputs],
+            dataset.num_classes,
+            torch.Generator().manual_seed(init_seed),
+            self.device,
+            config.feature_dim,
+            self.method.shared_head,
+            config.encoders,
+        )
+        params = self.model.parameters()
+        self.optimizer: torch.optim.Optimizer
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.generator = torch.Generator(device=self.device).manual_seed(sample_seed)
+        self.monitor = DiscrepancyMonitor(len(self.inputs), config.monitor, config.monitor_beta, self.device)
+        self.iterations = 0
+        self.examples_seen = np.zeros(len(self.inputs), dtype=np.int64)
+        self._ctx = TrainContext(
+            self.model, self.optimizer, self.inputs, self.labels, self._draw, self.generator, config.base_batch
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # torch.Generator does not pickle: keep its device and state instead.
+        state = self.__dict__.copy()
+        state.pop("_ctx")
+        state["generator"] = (str(self.generator.device), self.generator.get_state())
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        device, gen_state = state["generator"]
+        state["generator"] = torch.Generator(device=device)
+        state["generator"].set_state(gen_state)
+        self.__dict__.update(state)
+        self._ctx = TrainContext(
+            self.model, self.optimizer, self.inputs, self.labels, self._draw, self.generator, self.config.base_batch
+        )
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.inputs)
+
+    @property
+    def iterations_per_epoch(self) -> int:
+        """Iterations that show ``M * B``-sized budgets one training split's worth of pairs."""
+        return max(1, -(-len(self.splits.train) // self.config.base_batch))
+
+    def _draw(self, n: int) -> torch.Tensor:
+        """``n`` training-set indices drawn uniformly with replacement, on the device."""
+        train = self.splits.train
+        return train[torch.randint(len(train), (n,), generator=self.generator, device=self.device)]
+
+    def train(self, counts: Sequence[int] | np.ndarray, iterations: int) -> TrainStats:
+        """Train ``iterations`` iterations with ``counts[j]`` examples of modality j each.
+
+        Updates the monitor every iteration. Returns device tensors, so the
+        caller decides when to synchronise.
+        """
+        counts = [int(c) for c in counts]
+        if len(counts) != self.num_modalities or min(counts) < 1:
+            raise ValueError(f"counts must be {self.num_modalities} integers >= 1, got {counts}")
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        branch_sum = torch.zeros(self.num_modalities, device=self.device)
+        for _ in range(iterations):
+            result = self.method.train_iteration(self._ctx, counts)
+            self.monitor.update(result.score)
+            loss_sum = loss_sum + result.loss
+            branch_sum = branch_sum + result.branch_loss
+        self.iterations += iterations
+        self.examples_seen += np.asarray(counts, dtype=np.int64) * iterations
+        loss = loss_sum / max(iterations, 1)
+        branch = branch_sum / max(iterations, 1)
+        finite = torch.isfinite(loss) & torch.isfinite(branch).all()
+        return TrainStats(loss, branch, finite)
+
+    @torch.inference_mode()
+    def branch_logits(self, idx: torch.Tensor) -> torch.Tensor:
+        """Branch logits ``(M, len(idx), C)`` of the given samples, in large batches."""
+        self.model.eval()
+        out = []
+        for chunk in idx.split(self.config.eval_batch):
+            out.append(torch.stack([self.model.branch_logits(j, x[chunk]) for j, x in enumerate(self.inputs)]))
+        return torch.cat(out, dim=1)
+
+    @torch.inference_mode()
+    def evaluate_tensors(self, split: str = "val") -> torch.Tensor:
+        """Metrics of a split as one device tensor ``(3 + 2M,)``: fused accuracy,
+        macro-F1, loss, then each branch's accuracy, then each branch's loss.
+        Use :meth:`evaluate` for a readable result."""
+        idx = self.splits[split]
+        y = self.labels[idx]
+        logits = self.branch_logits(idx)
+        fused = self.method.fuse(logits)
+        pred = fused.argmax(dim=1)
+        accuracy = (pred == y).float().mean()
+        f1 = macro_f1(pred, y, self.dataset.num_classes)
+        loss = F.cross_entropy(fused, y)
+        branch_acc = (logits.argmax(dim=2) == y).float().mean(dim=1)
+        branch_loss = torch.stack([F.cross_entropy(lg, y) for lg in logits])
+        return torch.cat([torch.stack([accuracy, f1, loss]), branch_acc, branch_loss])
+
+    def evaluate(self, split: str = "val") -> Evaluation:
+        """Fused and per-modality metrics on ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
+        return self.unpack_evaluation(self.evaluate_tensors(split).cpu().numpy())
+
+    def unpack_evaluation(self, values: np.ndarray) -> Evaluation:
+        m = self.num_modalities
+        return Evaluation(
+            accuracy=float(values[0]),
+            macro_f1=float(values[1]),
+            loss=float(values[2]),
+            branch_accuracy=[float(v) for v in values[3 : 3 + m]],
+            branch_loss=[float(v) for v in values[3 + m : 3 + 2 * m]],
+        )
+
+    def probe(self, split: str = "test") -> list[float]:
+        """Linear-probe accuracy of each modality's frozen encoder (METHOD.md section 8).
+
+        A multinomial logistic regression (L2 1e-3, full-batch L-BFGS) is fit
+        on the standardised encoder features of the training split and scored
+        on ``split``. It measures what the encoder learned, independently of
+        how the fused head reads it out.
+        """
+        results = []
+        train_idx, eval_idx = self.splits.train, self.splits[split]
+        self.model.eval()
+        for j, x in enumerate(self.inputs):
+            with torch.inference_mode():
+                f_train = torch.cat([self.model.features(j, x[c]) for c in train_idx.split(self.config.eval_batch)])
+                f_eval = torch.cat([self.model.features(j, x[c]) for c in eval_idx.split(self.config.eval_batch)])
+            mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
+            f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
+            y_train = self.labels[train_idx]
+            weight = torch.zeros(f_train.shape[1], self.dataset.num_classes, device=self.device, requires_grad=True)
+            bias = torch.zeros(self.dataset.num_classes, device=self.device, requires_grad=True)
+            opt = torch.optim.LBFGS([weight, bias], max_iter=self.config.probe_steps, line_search_fn="strong_wolfe")
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad()
+                loss = F.cross_entropy(f_train @ weight + bias, y_train) + 1e-3 * weight.pow(2).sum()
+                loss.backward()
+                return loss
+
+            opt.step(closure)
+            with torch.no_grad():
+                pred = (f_eval @ weight + bias).argmax(1)
+                results.append(float((pred == self.labels[eval_idx]).float().mean()))
+        return results
