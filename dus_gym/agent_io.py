@@ -48,7 +48,9 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
 class LoadedAgent:
     """A trained SB3 model plus its observation normalisation, with SB3's ``predict``."""
 
-    def __init__(self, model: Any, obs_rms: Any | None, clip_obs: float, epsilon: float, config: dict[str, Any]) -> None:
+    def __init__(
+        self, model: Any, obs_rms: Any | None, clip_obs: float, epsilon: float, config: dict[str, Any]
+    ) -> None:
         self.model = model
         self.obs_rms = obs_rms
         self.clip_obs = clip_obs
@@ -69,7 +71,7 @@ class LoadedAgent:
         episode_start: np.ndarray | None = None,
         deterministic: bool = True,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
-        return self.model.predict(  # type: ignore[no-any-return]
+        return self.model.predict(
             self.normalize(np.asarray(observation, dtype=np.float32)), state, episode_start, deterministic
         )
 
@@ -83,7 +85,8 @@ def load_agent(run_dir: str | Path, device: str = "cpu") -> LoadedAgent:
     model_path = run_dir / MODEL_FILE
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: no {MODEL_FILE} in run folder {run_dir}")
-    model = {"ppo": PPO, "a2c": A2C}[config["algo"]].load(model_path, device=device)
+    algo: type[PPO] | type[A2C] = PPO if config["algo"] == "ppo" else A2C
+    model = algo.load(model_path, device=device)
     obs_rms, clip_obs, epsilon = None, 10.0, 1e-8
     norm_path = run_dir / VECNORMALIZE_FILE
     if norm_path.is_file():

@@ -106,6 +106,27 @@ def macro_f1(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torc
     return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp)).mean()
 
 
+def _probe_accuracy(
+    f_train: torch.Tensor, y_train: torch.Tensor, f_eval: torch.Tensor, y_eval: torch.Tensor, steps: int
+) -> float:
+    """Fit an L2-regularised (1e-3) multinomial logistic regression with full-batch
+    L-BFGS on ``f_train`` ``(n, d)`` and return its accuracy on ``f_eval``."""
+    num_classes = int(max(y_train.max(), y_eval.max())) + 1
+    weight = torch.zeros(f_train.shape[1], num_classes, device=f_train.device, requires_grad=True)
+    bias = torch.zeros(num_classes, device=f_train.device, requires_grad=True)
+    opt = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(f_train @ weight + bias, y_train) + 1e-3 * weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float(((f_eval @ weight + bias).argmax(1) == y_eval).float().mean())
+
+
 def _standardise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per feature (vectors, sequences: last axis) or
     per channel (images: axis 1), with statistics of the training rows only."""
@@ -283,19 +304,7 @@ class TrainingRun:
                 f_eval = torch.cat([self.model.features(j, x[c]) for c in eval_idx.split(self.config.eval_batch)])
             mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
             f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
-            y_train = self.labels[train_idx]
-            weight = torch.zeros(f_train.shape[1], self.dataset.num_classes, device=self.device, requires_grad=True)
-            bias = torch.zeros(self.dataset.num_classes, device=self.device, requires_grad=True)
-            opt = torch.optim.LBFGS([weight, bias], max_iter=self.config.probe_steps, line_search_fn="strong_wolfe")
-
-            def closure() -> torch.Tensor:
-                opt.zero_grad()
-                loss = F.cross_entropy(f_train @ weight + bias, y_train) + 1e-3 * weight.pow(2).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            with torch.no_grad():
-                pred = (f_eval @ weight + bias).argmax(1)
-                results.append(float((pred == self.labels[eval_idx]).float().mean()))
+            results.append(
+                _probe_accuracy(f_train, self.labels[train_idx], f_eval, self.labels[eval_idx], self.config.probe_steps)
+            )
         return results

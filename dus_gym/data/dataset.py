@@ -94,7 +94,7 @@ class MultimodalDataset:
         labels: np.ndarray | torch.Tensor | Sequence[int],
         class_names: Sequence[str] | None = None,
         name: str = "dataset",
-        split: np.ndarray | Sequence[int] | None = None,
+        split: np.ndarray | torch.Tensor | Sequence[int] | None = None,
     ) -> None:
         self.name = name
         if len(modalities) < 2:

@@ -131,9 +131,11 @@ def make_synthetic(
         try:
             config = replace(config, **overrides)
         except TypeError as err:
-            raise ValueError(f"make_synthetic: {err}; valid fields: {list(SyntheticConfig.__dataclass_fields__)}") from None
+            valid = list(SyntheticConfig.__dataclass_fields__)
+            raise ValueError(f"make_synthetic: {err}; valid fields: {valid}") from None
         # tuples may arrive as lists from JSON or the command line
-        config = replace(config, **{k: tuple(v) for k, v in overrides.items() if isinstance(v, list)})
+        tuples: dict[str, Any] = {k: tuple(v) for k, v in overrides.items() if isinstance(v, list)}
+        config = replace(config, **tuples)
     config.validate()
     rng = np.random.default_rng(seed)
     C = config.num_classes

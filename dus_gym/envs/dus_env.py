@@ -8,6 +8,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 
 from dus_gym.budget import QuantityRule
@@ -186,7 +187,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     - v0: initial version.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium declares it so)
 
     def __init__(
         self,
@@ -311,12 +312,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         mon = run.monitor
         # One host transfer per step: everything the observation and info need.
         packed = run.evaluate_tensors("val")
-        flat = np.concatenate(
-            [
-                t.detach().float().cpu().numpy().ravel()
-                for t in (mon.cumulative, mon.last, mon.discrepancy, stats.branch_loss, stats.loss, stats.finite, packed)
-            ]
-        )
+        parts = (mon.cumulative, mon.last, mon.discrepancy, stats.branch_loss, stats.loss, stats.finite, packed)
+        flat = torch.cat([t.detach().float().reshape(-1) for t in parts]).cpu().numpy()
         m = run.num_modalities
         S, s, d, branch_loss = (flat[k * m : (k + 1) * m] for k in range(4))
         train_loss, finite = float(flat[4 * m]), bool(flat[4 * m + 1])
@@ -400,7 +397,9 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         m = len(self.modalities)
         where = f"DUSEnv.step: action {a.tolist()!r}"
         if a.shape != (m,):
-            raise ValueError(f"{where} has shape {a.shape}; expected ({m},), one entry per modality {self.modalities}")
+            raise ValueError(
+                f"{where} has shape {a.shape}; expected ({m},), one entry per modality {self.modalities}"
+            )
         if not np.issubdtype(a.dtype, np.number) or np.issubdtype(a.dtype, np.complexfloating):
             raise ValueError(f"{where} has dtype {a.dtype}; expected numbers")
         if not np.all(np.isfinite(a)):
