@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -13,6 +14,7 @@ from gymnasium import spaces
 
 from dus_gym.budget import QuantityRule
 from dus_gym.data import MultimodalDataset, dataset_modalities, load_dataset
+from dus_gym.instances import resolve_instances
 from dus_gym.methods import METHODS
 from dus_gym.run import RunConfig, TrainingRun
 
@@ -139,7 +141,11 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     validation metrics are those of the untrained model. Each reset draws an
     instance (split, initialisation, batch-order and, for synthetic data,
     generator seeds) from ``np_random``, or takes it from
-    ``options={"instance": {...}}``.
+    ``options={"instance": {...}}``. With ``instances`` set, each reset
+    draws the instance from that set with ``np_random`` instead (a
+    ``dataset_kwargs`` entry of the instance overrides the synthetic
+    configuration for that episode; :mod:`dus_gym.instances`); the batch-order
+    seed is still drawn. ``info["instance"]`` at reset says which it was.
 
     ## Episode End
 
@@ -174,6 +180,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     | monitor | str | "mean" | "mean" or "ema" score accumulation |
     | device | str | "auto" | "auto", "cpu", "cuda", ... |
     | run_config | dict | {} | any other :class:`~dus_gym.run.RunConfig` field |
+    | instances | str, list or None | None | set each reset draws from: "train", "eval", "shortcut:eval", a list |
 
     ```python
     import gymnasium as gym
@@ -215,6 +222,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         monitor: str = "mean",
         device: str = "auto",
         run_config: Mapping[str, Any] | None = None,
+        instances: str | Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
@@ -259,18 +267,20 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self.run: TrainingRun | None = None
         self._data: MultimodalDataset | None = dataset if isinstance(dataset, MultimodalDataset) else None
         self._data_key: Any = None
+        self.instances = None if instances is None else resolve_instances(instances)
 
     # -- episode ----------------------------------------------------------------
 
-    def _load(self, data_seed: int) -> MultimodalDataset:
+    def _load(self, data_seed: int, overrides: Mapping[str, Any] | None = None) -> MultimodalDataset:
         """The dataset of this episode; reloaded only when the instance changes it."""
         if isinstance(self.dataset_spec, MultimodalDataset):
             assert self._data is not None
             return self._data if self.views is None else self._data.select(self.views)
         is_synthetic = self.dataset_spec.startswith("synthetic")
-        key = data_seed if is_synthetic else None
+        kwargs = {**self.dataset_kwargs, **dict(overrides or {})}
+        key = (data_seed, json.dumps(kwargs, sort_keys=True)) if is_synthetic else None
         if self._data is None or key != self._data_key:
-            self._data = load_dataset(self.dataset_spec, self.views, seed=data_seed, **self.dataset_kwargs)
+            self._data = load_dataset(self.dataset_spec, self.views, seed=data_seed, **kwargs)
             self._data_key = key
         return self._data
 
@@ -281,12 +291,16 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         drawn = {k: int(v) for k, v in zip(_SEED_KEYS, self.np_random.integers(0, 2**31 - 1, size=4))}
         if self.data_seed is not None:
             drawn["data_seed"] = self.data_seed
+        if self.instances is not None:
+            drawn.update(self.instances[int(self.np_random.integers(len(self.instances)))])
         given = dict((options or {}).get("instance", {}))
-        unknown = set(given) - set(_SEED_KEYS)
+        unknown = set(given) - {*_SEED_KEYS, "dataset_kwargs"}
         if unknown:
-            raise ValueError(f"reset options['instance']: unknown keys {sorted(unknown)}; valid: {list(_SEED_KEYS)}")
-        self.instance = {**drawn, **{k: int(v) for k, v in given.items()}}
-        data = self._load(self.instance["data_seed"])
+            raise ValueError(
+                f"reset options['instance']: unknown keys {sorted(unknown)}; valid: {[*_SEED_KEYS, 'dataset_kwargs']}"
+            )
+        self.instance = {**drawn, **{k: (dict(v) if k == "dataset_kwargs" else int(v)) for k, v in given.items()}}
+        data = self._load(self.instance["data_seed"], self.instance.get("dataset_kwargs"))
         self.run = TrainingRun(
             data, self.config, self.instance["split_seed"], self.instance["init_seed"], self.instance["sample_seed"]
         )
