@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
 from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, stratified_split
 from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
 from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic
 
 __all__ = [
+    "BundleError",
     "DATASETS",
     "DEFAULT_DIGIT_VIEWS",
     "DIGIT_VIEWS",
@@ -18,10 +20,13 @@ __all__ = [
     "SPLIT_NAMES",
     "Splits",
     "SyntheticConfig",
+    "load_bundle",
     "load_dataset",
     "load_digits",
     "dataset_modalities",
     "make_synthetic",
+    "read_bundle_meta",
+    "save_bundle",
     "stratified_split",
 ]
 
@@ -35,9 +40,11 @@ def load_dataset(
 
     Args:
         name: ``"digits"`` (built-in real data), ``"synthetic"`` (the shortcut
-            preset) or ``"synthetic:PRESET"`` with a name from :data:`PRESETS`.
+            preset), ``"synthetic:PRESET"`` with a name from :data:`PRESETS`,
+            or ``"bundle:PATH"``: your own data as a feature bundle (a ``.npz``
+            file or a folder, see :mod:`dus_gym.data.bundle`).
         views: for ``digits``, the views to use (default ``("pix", "zer")``);
-            for synthetic data, a subset of the modality names.
+            for synthetic data and bundles, a subset of the modality names.
         seed: generator seed of synthetic data (ignored by ``digits``).
         kwargs: synthetic-config overrides (``shortcut_rho=0.8``).
     """
@@ -46,10 +53,14 @@ def load_dataset(
         if kwargs:
             raise ValueError(f"digits takes no options besides views, got {sorted(kwargs)}")
         return load_digits(DEFAULT_DIGIT_VIEWS if views is None else views)
+    if family == "bundle":
+        if kwargs:
+            raise ValueError(f"{name}: a bundle takes no options besides views, got {sorted(kwargs)}")
+        return load_bundle(_bundle_path(name), views)
     if family == "synthetic":
         data = make_synthetic(detail or "shortcut", seed=seed, **kwargs)
         return data if views is None else data.select(views)
-    valid = ["digits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)]
+    valid = ["digits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)] + ["bundle:PATH"]
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {valid}")
 
 
@@ -73,4 +84,19 @@ def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: 
         if unknown:
             raise ValueError(f"{name}: unknown modality {unknown[0]!r}; valid: {all_names}")
         return list(views)
+    if family == "bundle":
+        if kwargs:
+            raise ValueError(f"{name}: a bundle takes no options besides views, got {sorted(kwargs)}")
+        all_names = read_bundle_meta(_bundle_path(name)).modalities
+        unknown = [v for v in views or () if v not in all_names]
+        if unknown:
+            raise ValueError(f"{name}: unknown modality {unknown[0]!r}; valid: {all_names}")
+        return all_names if views is None else list(views)
     return load_dataset(name, views, **kwargs).modality_names
+
+
+def _bundle_path(name: str) -> str:
+    path = name.partition(":")[2]
+    if not path:
+        raise ValueError(f"dataset {name!r}: expected 'bundle:PATH' with the path of a .npz file or a folder")
+    return path
