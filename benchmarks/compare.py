@@ -1,0 +1,598 @@
+"""Compare sampling policies: a grid of policies x datasets x methods x seeds.
+
+Each grid point with one seed is a *cell*; it runs one episode (one training
+run from scratch) and appends one JSON line to ``OUTPUT/results.jsonl`` when it
+finishes. A rerun with the same output skips the cells already there, so an
+interrupted sweep loses only the episodes that were running. Then it writes
+``summary.md``, ``summary.csv`` and the plots (``benchmarks/plots.py``).
+
+    python benchmarks/compare.py --datasets synthetic:shortcut --num-seeds 10
+    python benchmarks/compare.py --policies uniform dus_h runs/ppo_shortcut_0 --workers 2
+    RAY_ADDRESS=ray://head:10001 python benchmarks/compare.py --backend ray
+
+A policy is a built-in spec (``uniform``, ``random``, ``fixed:1,2``,
+``dus_h:2.0``; see :mod:`dus_gym.policies`) or the path of a run folder written
+by ``agents/train.py``. Every policy sees the same instances: the env is reset
+with the cell's seed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.cli import parse_args
+from benchmarks.stats import Interval, probability_of_improvement, stratified_bootstrap_ci
+
+__all__ = [
+    "Args",
+    "Cell",
+    "append_record",
+    "main",
+    "make_cells",
+    "read_records",
+    "run_cell",
+    "run_grid",
+    "summarise",
+    "write_summary",
+]
+
+RESULTS_FILE = "results.jsonl"
+REFERENCE_POLICY = "uniform"
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class Args:
+    """Compare sampling policies on a grid of datasets, methods and seeds."""
+
+    policies: list[str] = field(
+        default_factory=lambda: ["uniform", "random", "fixed:1,2", "fixed:2,1", "dus_h:0.5", "dus_h", "dus_h:2.0"]
+    )
+    """policies: uniform, random, fixed:W1,W2 (one weight per modality), dus_h[:LAM], or a run-folder path"""
+    datasets: list[str] = field(
+        default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
+    )
+    """datasets / instance families: digits or synthetic:PRESET"""
+    methods: list[str] = field(default_factory=lambda: ["joint", "mla"])
+    """multimodal training methods (joint, mla, ogm_ge where available)"""
+    num_seeds: int = 10
+    """seeds (instances) per grid point; every policy sees the same ones"""
+    seed: int = 0
+    """first seed; the seeds are seed, seed+1, ..., seed+num_seeds-1"""
+    n_steps: int = 30
+    """steps (epochs) per episode"""
+    iterations_per_step: int | None = None
+    """training iterations per step; none: one epoch"""
+    base_batch: int = 64
+    """B, examples per modality per iteration under uniform sampling"""
+    device: str = "cpu"
+    """torch device of the training runs (cpu, cuda, auto)"""
+    dataset_kwargs: str = "{}"
+    """JSON object of synthetic-config overrides, e.g. '{"shortcut_rho": 0.9}'"""
+    env_kwargs: str = "{}"
+    """JSON object of further DUSEnv arguments, e.g. '{"instances": "eval"}' for held-out instances"""
+    output: str = "benchmarks/results/latest"
+    """output folder: results.jsonl, summary.md, summary.csv, plots"""
+    backend: str = "local"
+    """local (serial or a process pool) or ray (ray.init(); a cluster when RAY_ADDRESS is set)"""
+    workers: int = 1
+    """local backend: parallel worker processes (1: serial, in this process)"""
+    torch_threads: int = 1
+    """torch intra-op threads per worker process"""
+    n_resamples: int = 2000
+    """bootstrap resamples of each interval"""
+    plots: bool = True
+    """write the PNG plots"""
+    run: bool = True
+    """run the missing cells (--no-run only summarises what the output holds)"""
+    progress: bool = True
+    """show progress bars over cells and episodes"""
+
+
+# -- cells ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One episode of the grid: a policy on a dataset with a method and a seed.
+
+    ``settings`` is a JSON string of everything else that shapes the episode
+    (steps, batch, device, dataset and env overrides); a results file holds
+    one settings value only. Picklable, so any backend can ship it.
+    """
+
+    policy: str
+    dataset: str
+    method: str
+    seed: int
+    settings: str
+
+    @property
+    def key(self) -> tuple[str, str, str, int]:
+        return (self.policy, self.dataset, self.method, self.seed)
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        """The grid point without its seed (a row of the summary)."""
+        return (self.dataset, self.method, self.policy)
+
+
+def settings_json(args: Args) -> str:
+    """The settings every cell of a run shares, as canonical JSON."""
+    settings = {
+        "n_steps": args.n_steps,
+        "iterations_per_step": args.iterations_per_step,
+        "base_batch": args.base_batch,
+        "device": args.device,
+        "dataset_kwargs": _json_object(args.dataset_kwargs, "--dataset-kwargs"),
+        "env_kwargs": _json_object(args.env_kwargs, "--env-kwargs"),
+    }
+    return json.dumps(settings, sort_keys=True)
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: {text!r} is not valid JSON ({err}); expected an object like '{{\"k\": 1}}'") \
+            from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: {text!r} is a {type(value).__name__}; expected a JSON object")
+    return value
+
+
+def make_cells(args: Args) -> list[Cell]:
+    """Every cell of the grid, seeds innermost (so summaries fill up evenly)."""
+    if args.num_seeds < 1:
+        raise ValueError(f"--num-seeds must be >= 1, got {args.num_seeds}")
+    settings = settings_json(args)
+    seeds = range(args.seed, args.seed + args.num_seeds)
+    return [
+        Cell(p, d, m, s, settings) for d in args.datasets for m in args.methods for p in args.policies for s in seeds
+    ]
+
+
+def is_run_folder(policy: str) -> bool:
+    """A policy given as a path (to a run folder) rather than a built-in spec."""
+    return os.sep in policy or Path(policy).is_dir()
+
+
+def policy_label(policy: str) -> str:
+    """Short name for tables and plots: a run folder's base name, else the spec."""
+    return Path(policy).name if is_run_folder(policy) else policy
+
+
+def _make_policy(policy: str, env: Any, seed: int) -> Any:
+    from dus_gym.agent_io import load_agent
+    from dus_gym.policies import make_policy
+
+    if not is_run_folder(policy):
+        return make_policy(policy, env, seed)
+    agent = load_agent(policy)
+    for space in ("observation_space", "action_space"):
+        theirs, ours = getattr(agent.model, space), getattr(env, space)
+        if theirs != ours:
+            raise ValueError(
+                f"policy {policy!r}: the agent's {space} {theirs} differs from the benchmark env's {ours}; "
+                f"run it on an env like the one it was trained on (its config.json: {agent.config.get('env_kwargs')})"
+            )
+    return agent
+
+
+def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
+    """Run one cell's episode and return its result record (one JSON line).
+
+    The record holds the grid point, the instance, the final test metrics
+    (``info["test"]``, or the diverged model's), the return, and per-step
+    curves: validation accuracies (reset included) and the quantities chosen.
+    A module-level function, so process pools and Ray can ship it.
+    """
+    import torch
+
+    from dus_gym.envs import DUSEnv
+
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    settings = json.loads(cell.settings)
+    env = DUSEnv(
+        dataset=cell.dataset,
+        method=cell.method,
+        n_steps=settings["n_steps"],
+        iterations_per_step=settings["iterations_per_step"],
+        base_batch=settings["base_batch"],
+        device=settings["device"],
+        dataset_kwargs=settings["dataset_kwargs"],
+        **settings["env_kwargs"],
+    )
+    start = time.perf_counter()
+    policy = _make_policy(cell.policy, env, cell.seed)
+    obs, info = env.reset(seed=cell.seed)
+    val_acc = [info["val_accuracy"]]
+    val_branch = [list(info["val_branch_accuracy"])]
+    quantities: list[list[int]] = []
+    episode_return, done, terminated = 0.0, False, False
+    while not done:
+        action, _ = policy.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        episode_return += reward
+        done = terminated or truncated
+        val_acc.append(info["val_accuracy"])
+        val_branch.append(list(info["val_branch_accuracy"]))
+        quantities.append([int(q) for q in info["quantities"]])
+    test = info.get("test") or env.test_metrics()
+    return {
+        "policy": cell.policy,
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "seed": cell.seed,
+        "settings": settings,
+        "modalities": list(env.modalities),
+        "instance": dict(env.instance),
+        "test": test,
+        "return": episode_return,
+        "diverged": bool(terminated),
+        "steps": len(quantities),
+        "val_accuracy": val_acc,
+        "val_branch_accuracy": val_branch,
+        "quantities": quantities,
+        "wall_s": time.perf_counter() - start,
+    }
+
+
+# -- results file -----------------------------------------------------------------
+
+
+def append_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one record as one line, atomically: a single ``write`` on an ``O_APPEND`` file.
+
+    Readers never see half a line from this call, and concurrent appenders
+    never interleave within a line.
+    """
+    data = (json.dumps(record, sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        written = os.write(fd, data)
+    finally:
+        os.close(fd)
+    if written != len(data):
+        raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a result line (disk full?)")
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a results file; ``[]`` when it does not exist.
+
+    A last line without its newline can only come from a writer that died
+    mid-write outside :func:`append_record`; it is cut off (with a warning), so
+    the next append starts a fresh line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        warnings.warn(f"{path}: dropping an unfinished last line ({len(data) - end} bytes)", stacklevel=2)
+        with path.open("r+b") as f:
+            f.truncate(end)
+        data = data[:end]
+    records = []
+    for number, line in enumerate(data.decode().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{number}: not a JSON result line ({err})") from None
+    return records
+
+
+def _record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
+    return (record["policy"], record["dataset"], record["method"], int(record["seed"]))
+
+
+def pending_cells(cells: Sequence[Cell], records: Iterable[dict[str, Any]], path: str | Path) -> list[Cell]:
+    """The cells with no record yet; a record with other settings is an error (not silently mixed)."""
+    done: dict[tuple[str, str, str, int], dict[str, Any]] = {_record_key(r): r for r in records}
+    pending = []
+    for cell in cells:
+        record = done.get(cell.key)
+        if record is None:
+            pending.append(cell)
+        elif record["settings"] != json.loads(cell.settings):
+            raise ValueError(
+                f"{path}: cell {cell.key} was run with settings {record['settings']}, this run asks for "
+                f"{json.loads(cell.settings)}; use another --output (or the same settings)"
+            )
+    return pending
+
+
+# -- backends ---------------------------------------------------------------------
+
+
+def _local_serial(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
+    for cell in cells:
+        yield _run_named(cell, threads)
+
+
+def _run_named(cell: Cell, threads: int | None) -> dict[str, Any]:
+    try:
+        return run_cell(cell, threads)
+    except Exception as err:
+        raise RuntimeError(f"cell {cell.key} failed: {type(err).__name__}: {err}") from err
+
+
+def _local_pool(cells: Sequence[Cell], workers: int, threads: int) -> Iterator[dict[str, Any]]:
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    # spawn: a forked child would inherit the parent's torch thread pools.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_run_named, cell, threads) for cell in cells}
+        try:
+            while futures:
+                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield future.result()
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _ray(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise ImportError("--backend ray needs ray: pip install 'dus_gym[ray]'") from None
+    if not ray.is_initialized():
+        ray.init()  # connects to RAY_ADDRESS when set, else starts a local instance
+    remote = ray.remote(num_cpus=threads)(_run_named)
+    refs = [remote.remote(cell, threads) for cell in cells]
+    try:
+        while refs:
+            finished, refs = ray.wait(refs, num_returns=1)
+            for ref in finished:
+                yield ray.get(ref)
+    finally:
+        for ref in refs:
+            ray.cancel(ref)
+
+
+def execute(
+    cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Run ``cells`` on a backend; yields each record as its episode finishes (any order)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: expected one of {list(BACKENDS)}")
+    if workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {workers}")
+    if backend == "ray":
+        return _ray(cells, threads)
+    if workers == 1:
+        return _local_serial(cells, threads)
+    return _local_pool(cells, workers, threads)
+
+
+def run_grid(
+    cells: Sequence[Cell],
+    output: str | Path,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int = 1,
+    progress: bool = True,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the cells missing from ``output/results.jsonl``, appending each record as it comes.
+
+    Returns all records of the file that belong to ``cells``.
+    """
+    from tqdm.auto import tqdm
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / RESULTS_FILE
+    todo = pending_cells(cells, read_records(path), path)
+    groups: dict[tuple[str, str, str], int] = {}
+    for cell in todo:
+        groups[cell.group] = groups.get(cell.group, 0) + 1
+    n_groups = len({c.group for c in cells})
+    cell_bar = tqdm(total=n_groups, initial=n_groups - len(groups), desc="cells", position=0, disable=not progress)
+    episode_bar = tqdm(
+        total=len(cells), initial=len(cells) - len(todo), desc="episodes", position=1, disable=not progress
+    )
+    with cell_bar, episode_bar:
+        for record in execute(todo, backend, workers, threads):
+            append_record(path, record)
+            episode_bar.update()
+            group = (record["dataset"], record["method"], record["policy"])
+            groups[group] -= 1
+            if groups[group] == 0:
+                cell_bar.update()
+            if on_record is not None:
+                on_record(record)
+    wanted = {c.key for c in cells}
+    return [r for r in read_records(path) if _record_key(r) in wanted]
+
+
+# -- summary ----------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """Summary of one grid point over its seeds."""
+
+    dataset: str
+    method: str
+    policy: str
+    n: int
+    diverged: int
+    accuracy_mean: float
+    accuracy: Interval
+    """IQM of fused test accuracy and its 95% bootstrap interval"""
+    macro_f1_mean: float
+    branch: dict[str, Interval]
+    """mean branch accuracy per modality, with its interval"""
+    probe: dict[str, Interval]
+    """mean linear-probe accuracy per modality, with its interval"""
+    improvement: Interval
+    """probability that a run of this policy beats a run of uniform (fused test accuracy)"""
+    gain_mean: float
+    """mean fused-accuracy gain over uniform, paired by seed (NaN without uniform)"""
+
+
+def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0) -> list[Row]:
+    """One :class:`Row` per (dataset, method, policy), in the records' first-seen order."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["dataset"], r["method"], r["policy"]), []).append(r)
+    rows = []
+    for (dataset, method, policy), runs in groups.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        acc = np.array([r["test"]["accuracy"] for r in runs])
+        ci = {"n_resamples": n_resamples, "seed": seed}
+        modalities = runs[0]["modalities"]
+        branch = {
+            m: stratified_bootstrap_ci([[r["test"]["branch_accuracy"][m] for r in runs]], "mean", **ci)
+            for m in modalities
+        }
+        probe = {
+            m: stratified_bootstrap_ci([[r["test"]["probe_accuracy"][m] for r in runs]], "mean", **ci)
+            for m in modalities
+        }
+        reference = {r["seed"]: r["test"]["accuracy"] for r in groups.get((dataset, method, REFERENCE_POLICY), [])}
+        if reference:
+            ref = np.array(list(reference.values()))
+            improvement = probability_of_improvement(acc, ref, **ci)
+            paired = [r["test"]["accuracy"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
+            gain = float(np.mean(paired)) if paired else float("nan")
+        else:
+            improvement, gain = Interval(float("nan"), float("nan"), float("nan")), float("nan")
+        rows.append(
+            Row(
+                dataset, method, policy, len(runs), sum(bool(r["diverged"]) for r in runs),
+                float(acc.mean()), stratified_bootstrap_ci([acc], "iqm", **ci),
+                float(np.mean([r["test"]["macro_f1"] for r in runs])), branch, probe, improvement, gain,
+            )
+        )
+    return rows
+
+
+def _csv_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
+    modalities = sorted({m for row in rows for m in row.branch})
+    header = [
+        "dataset", "method", "policy", "n", "diverged", "accuracy_mean", "accuracy_iqm", "accuracy_iqm_low",
+        "accuracy_iqm_high", "macro_f1_mean", "gain_over_uniform_mean", "p_improvement", "p_improvement_low",
+        "p_improvement_high",
+    ]
+    for kind in ("branch", "probe"):
+        for m in modalities:
+            header += [f"{kind}_{m}_mean", f"{kind}_{m}_low", f"{kind}_{m}_high"]
+    table = []
+    for row in rows:
+        line: list[Any] = [
+            row.dataset, row.method, row.policy, row.n, row.diverged, row.accuracy_mean, row.accuracy.estimate,
+            row.accuracy.low, row.accuracy.high, row.macro_f1_mean, row.gain_mean, row.improvement.estimate,
+            row.improvement.low, row.improvement.high,
+        ]
+        for values in (row.branch, row.probe):
+            for m in modalities:
+                iv = values.get(m, Interval(float("nan"), float("nan"), float("nan")))
+                line += [iv.estimate, iv.low, iv.high]
+        table.append(line)
+    return header, table
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    """The summary as a Markdown table (accuracies in percent)."""
+    lines = [
+        "| dataset | method | policy | n | fused acc. mean | fused acc. IQM [95% CI] | gain vs uniform "
+        "| P(improve) [95% CI] | branch acc. mean [95% CI] | probe acc. mean [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        branch = "<br>".join(f"{m}: {iv.format()}" for m, iv in row.branch.items())
+        probe = "<br>".join(f"{m}: {iv.format()}" for m, iv in row.probe.items())
+        poi = "-" if not np.isfinite(row.improvement.estimate) else row.improvement.format(2, 1.0)
+        gain = "-" if not np.isfinite(row.gain_mean) else f"{100 * row.gain_mean:+.1f}"
+        n = f"{row.n}" + (f" ({row.diverged} diverged)" if row.diverged else "")
+        lines.append(
+            f"| {row.dataset} | {row.method} | {policy_label(row.policy)} | {n} | {100 * row.accuracy_mean:.1f} "
+            f"| {row.accuracy.format()} | {gain} | {poi} | {branch} | {probe} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_summary(rows: Sequence[Row], output: str | Path, note: str = "") -> tuple[Path, Path]:
+    """Write ``summary.md`` and ``summary.csv`` into ``output`` (each replaced atomically)."""
+    import csv
+    import io
+
+    output = Path(output)
+    header, table = _csv_rows(rows)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    writer.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in line] for line in table])
+    md = (
+        "# Benchmark summary\n\n"
+        + (note + "\n\n" if note else "")
+        + "Fused test accuracy in percent: mean and interquartile mean (IQM) over seeds with a 95% "
+        "percentile-bootstrap interval; gain vs uniform is the mean paired difference (same seeds); "
+        "P(improve) is the probability that a run of the policy beats a run of uniform; branch and probe "
+        "accuracies are means with 95% bootstrap intervals.\n\n"
+        + markdown_table(rows)
+    )
+    md_path, csv_path = output / "summary.md", output / "summary.csv"
+    _write_atomic(md_path, md)
+    _write_atomic(csv_path, buffer.getvalue())
+    return md_path, csv_path
+
+
+# -- main -------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    args = parse_args(Args, argv, description=__doc__)
+    # Seeding: every cell's randomness comes from its own seed (env.reset(seed=...) draws the
+    # instance, the random policy uses the same seed); the bootstrap resamples from args.seed.
+    cells = make_cells(args)
+    output = Path(args.output)
+    if args.run:
+        records = run_grid(cells, output, args.backend, args.workers, args.torch_threads, args.progress)
+    else:
+        wanted = {c.key for c in cells}
+        records = [r for r in read_records(output / RESULTS_FILE) if _record_key(r) in wanted]
+    if not records:
+        raise SystemExit(f"{output / RESULTS_FILE}: no results for this grid yet")
+    rows = summarise(records, args.n_resamples, args.seed)
+    note = f"Settings: {settings_json(args)}; {len(records)} episodes."
+    md_path, _ = write_summary(rows, output, note)
+    if args.plots:
+        from benchmarks.plots import plot_all
+
+        plot_all(records, rows, output)
+    print(md_path.read_text())
+    print(f"written to {output}/", json.dumps(asdict(args)))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
