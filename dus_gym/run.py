@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
 from dus_gym.data import MultimodalDataset
+from dus_gym.data.placement import PLACEMENTS, HostResident, channel_stats, fits_on_device
 from dus_gym.methods import TrainContext, make_method
 from dus_gym.models import build_model
 from dus_gym.monitor import DiscrepancyMonitor
@@ -68,6 +69,11 @@ class RunConfig:
     probe_steps: int = 100
     """L-BFGS iterations of the linear probe"""
     device: str = "auto"
+    data_placement: str = "auto"
+    """``"device"``: standardise the data once and cache it on the device;
+    ``"host"``: keep it in host memory (memory-mapped bundles stay on disk) and
+    move each batch through pinned memory; ``"auto"``: the device when the
+    data fits there (always on the CPU), else the host"""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,7 +173,7 @@ class TrainingRun:
         self.device = resolve_device(config.device)
         self.splits = dataset.splits(split_seed, config.split_fractions).to(self.device)
         self.labels = dataset.labels.to(self.device)
-        self.inputs = [_standardise(x.to(self.device), self.splits.train) for x in dataset.modalities.values()]
+        self.inputs = self._place(list(dataset.modalities.values()), config.data_placement)
         self.model = build_model(
             [tuple(x.shape[1:]) for x in self.inputs],
             dataset.num_classes,
@@ -208,6 +214,19 @@ class TrainingRun:
         self._ctx = TrainContext(
             self.model, self.optimizer, self.inputs, self.labels, self._draw, self.generator, self.config.base_batch
         )
+
+    def _place(self, data: list[torch.Tensor], placement: str) -> list[torch.Tensor]:
+        """Standardised inputs: cached on the device, or served from the host
+        (:mod:`dus_gym.data.placement`); both answer ``x[idx]`` with device rows."""
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown data_placement {placement!r}; valid: {list(PLACEMENTS)}")
+        if placement == "device" or (placement == "auto" and fits_on_device(data, self.device)):
+            self.data_placement = "device"
+            return [_standardise(x.to(self.device), self.splits.train) for x in data]
+        self.data_placement = "host"
+        train = self.splits.train
+        # HostResident answers x[idx] and x.shape, all that methods and evaluation use.
+        return cast(list[torch.Tensor], [HostResident(x, *channel_stats(x, train), self.device) for x in data])
 
     @property
     def num_modalities(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["MLPEncoder", "ConvEncoder", "GRUEncoder", "ENCODERS", "make_encoder"]
+__all__ = ["MLPEncoder", "ConvEncoder", "GRUEncoder", "ResNet18Encoder", "ENCODERS", "make_encoder"]
 
 
 class MLPEncoder(nn.Module):
@@ -53,7 +53,65 @@ class GRUEncoder(nn.Module):
         return torch.relu(h[-1])
 
 
-ENCODERS = {"mlp": 1, "gru": 2, "cnn": 3}
+class _BasicBlock(nn.Module):
+    """Two 3x3 convolutions with a residual connection (ResNet's basic block)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+            nn.GroupNorm(_groups(out_channels), out_channels), nn.ReLU(),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.GroupNorm(_groups(out_channels), out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.GroupNorm(_groups(out_channels), out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+def _groups(channels: int) -> int:
+    return min(32, channels // 4) if channels >= 8 else 1
+
+
+class ResNet18Encoder(nn.Module):
+    """ResNet-18 trained from scratch, as OGM-GE and MLA use for spectrograms and
+    frames: ``(N, C, H, W) -> (N, feature_dim)``.
+
+    The torchvision layout (7x7 stem with stride 2, max-pool, four stages of two
+    basic blocks, widths ``w, 2w, 4w, 8w`` with ``w = width``, global average
+    pooling) with a linear projection to ``feature_dim``. Frames of a clip are
+    stacked along the channels (``C = k * 3``), so the stem fuses them early.
+    Normalisation is GroupNorm instead of BatchNorm, for the reason given at
+    :class:`ConvEncoder`: under DUS a modality's batch can be a single example.
+    Inputs smaller than 32 x 32 work but are pooled to 1 x 1 early.
+    """
+
+    def __init__(self, in_channels: int, feature_dim: int = 64, width: int = 64) -> None:
+        super().__init__()
+        widths = [width, 2 * width, 4 * width, 8 * width]
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False),
+            nn.GroupNorm(_groups(width), width), nn.ReLU(), nn.MaxPool2d(3, stride=2, padding=1),
+        ]
+        prev = width
+        for stage, w in enumerate(widths):
+            stride = 1 if stage == 0 else 2
+            layers += [_BasicBlock(prev, w, stride), _BasicBlock(w, w, 1)]
+            prev = w
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(prev, feature_dim), nn.ReLU()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+ENCODERS = {"mlp": 1, "gru": 2, "cnn": 3, "resnet18": 3}
 """Encoder names and the number of per-sample dimensions each accepts."""
 
 
@@ -61,7 +119,9 @@ def make_encoder(sample_shape: tuple[int, ...], feature_dim: int = 64, kind: str
     """An encoder for samples of ``sample_shape`` (without the batch axis).
 
     ``kind="auto"`` picks by shape: ``(D,)`` -> MLP, ``(T, D)`` -> GRU,
-    ``(C, H, W)`` -> CNN. Naming a kind checks that it fits the shape.
+    ``(C, H, W)`` -> the small CNN. ``"resnet18"`` (by name only) is the
+    larger image encoder of OGM-GE and MLA. Naming a kind checks that it fits
+    the shape.
     """
     by_rank = {1: "mlp", 2: "gru", 3: "cnn"}
     if kind == "auto":
@@ -76,4 +136,6 @@ def make_encoder(sample_shape: tuple[int, ...], feature_dim: int = 64, kind: str
         return MLPEncoder(sample_shape[0], feature_dim)
     if kind == "gru":
         return GRUEncoder(sample_shape[1], feature_dim)
+    if kind == "resnet18":
+        return ResNet18Encoder(sample_shape[0], feature_dim)
     return ConvEncoder(sample_shape[0], feature_dim)

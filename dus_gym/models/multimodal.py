@@ -83,7 +83,7 @@ def build_model(
     Args:
         sample_shapes: per-modality sample shape, without the batch axis.
         encoders: per-modality encoder kind (``"auto"``, ``"mlp"``, ``"cnn"``,
-            ``"gru"``); default picks by shape.
+            ``"resnet18"``, ``"gru"``); default picks by shape.
     """
     kinds = list(encoders) if encoders is not None else ["auto"] * len(sample_shapes)
     if len(kinds) != len(sample_shapes):
