@@ -1,0 +1,366 @@
+"""Throughput of the environment: what the env and the run cost over plain training.
+
+(a) **Overhead.** Env steps per second and training examples per second of
+    ``DUSEnv`` under uniform sampling, against a hand-written loop that builds
+    the same model and optimizer and does the same iterations and validation
+    passes with no env and no run object around it. The ratio env / loop is
+    the fraction of plain-training speed the env keeps (target >= 0.95).
+    The last step of an episode also computes the test metrics and the linear
+    probes (work the plain loop does not do): it is timed separately.
+(b) **Scaling.** Env steps per second with 1, 2 and 4 envs in parallel
+    (Stable-Baselines3's ``SubprocVecEnv``, one torch thread per env).
+(c) **Episodes.** Wall time of one full episode (reset, ``n_steps`` steps,
+    test and probes) per built-in instance family.
+
+Runs on the GPU when there is one (``--device auto``).
+
+    python benchmarks/throughput.py
+    python benchmarks/throughput.py --device cuda --encoders cnn mlp --datasets synthetic:shortcut
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from benchmarks.cli import parse_args
+from dus_gym.data import load_dataset
+from dus_gym.envs import DUSEnv
+from dus_gym.models import build_model
+from dus_gym.run import RunConfig, resolve_device
+
+__all__ = ["Args", "hand_written_loop", "env_loop", "overhead", "scaling", "episode_times", "main"]
+
+
+@dataclass
+class Args:
+    """Measure env throughput against a hand-written training loop, parallel scaling and episode times."""
+
+    datasets: list[str] = field(default_factory=lambda: ["digits", "synthetic:shortcut"])
+    """datasets of the overhead measurement (a), and of the scaling measurement (b: the first one)"""
+    families: list[str] = field(
+        default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
+    )
+    """instance families whose full-episode wall time (c) is measured"""
+    n_steps: int = 10
+    """steps (epochs) per measured episode in (a) and (b); (c) uses --episode-steps"""
+    episode_steps: int = 30
+    """steps of the full episodes timed in (c)"""
+    iterations_per_step: int | None = None
+    """training iterations per step; none: one epoch"""
+    base_batch: int = 64
+    """B, examples per modality per iteration"""
+    repeats: int = 3
+    """repetitions of (a), alternating env and loop; the median step time counts"""
+    num_envs: list[int] = field(default_factory=lambda: [1, 2, 4])
+    """numbers of parallel envs in (b)"""
+    device: str = "auto"
+    """torch device: auto (CUDA when available), cpu, cuda"""
+    encoders: list[str] | None = None
+    """per-modality encoder kind (mlp, cnn, gru); none: chosen by the sample shape"""
+    torch_threads: int = 1
+    """torch intra-op threads of this process and of each parallel env"""
+    seed: int = 0
+    """seed of the instances (split, initialisation, batch order)"""
+    output: str = "benchmarks/results/throughput"
+    """folder of throughput.json and throughput.md"""
+    skip: list[str] = field(default_factory=list)
+    """parts to skip: overhead, scaling, episodes"""
+
+
+def _config(args: Args) -> RunConfig:
+    return RunConfig(
+        base_batch=args.base_batch, device=args.device, encoders=None if args.encoders is None else tuple(args.encoders)
+    )
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def hand_written_loop(
+    dataset: str, config: RunConfig, n_steps: int, iterations: int | None, seed: int = 0
+) -> dict[str, Any]:
+    """Plain joint training with uniform batches: the same model, optimizer,
+    iterations and per-step validation pass as the env, written out by hand.
+
+    Returns per-step wall times (s) and the iterations per step.
+    """
+    device = resolve_device(config.device)
+    data = load_dataset(dataset, seed=seed)
+    splits = data.splits(seed, config.split_fractions).to(device)
+    train, val = splits.train, splits.val
+    labels = data.labels.to(device)
+    inputs = []
+    for x in data.modalities.values():
+        x = x.to(device)
+        ref = x[train]
+        dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
+        inputs.append((x - ref.mean(dim=dims, keepdim=True)) / ref.std(dim=dims, keepdim=True).clamp(min=1e-6))
+    model = build_model(
+        [tuple(x.shape[1:]) for x in inputs], data.num_classes, torch.Generator().manual_seed(seed), device,
+        config.feature_dim, False, config.encoders,
+    )
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    generator = torch.Generator(device=device).manual_seed(seed)
+    batch = config.base_batch
+    iterations = iterations or max(1, -(-len(train) // batch))
+    y_val = labels[val]
+    step_times = []
+    for _ in range(n_steps):
+        _sync(device)
+        start = time.perf_counter()
+        model.train()
+        for _ in range(iterations):
+            idx = train[torch.randint(len(train), (batch,), generator=generator, device=device)]
+            logits = sum(model.branch_logits(j, x[idx]) for j, x in enumerate(inputs))
+            loss = F.cross_entropy(logits, labels[idx])  # type: ignore[arg-type]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.inference_mode():
+            branch = torch.stack([model.branch_logits(j, x[val]) for j, x in enumerate(inputs)])
+            fused = branch.sum(0)
+            metrics = torch.cat(
+                [
+                    (fused.argmax(1) == y_val).float().mean().reshape(1),
+                    F.cross_entropy(fused, y_val).reshape(1),
+                    (branch.argmax(2) == y_val).float().mean(1),
+                ]
+            ).cpu()  # one host transfer per step, as the env
+        step_times.append(time.perf_counter() - start)
+        assert torch.isfinite(metrics).all()
+    return {"step_s": step_times, "iterations": iterations, "modalities": len(inputs)}
+
+
+def env_loop(dataset: str, args: Args, method: str = "joint", seed: int = 0) -> dict[str, Any]:
+    """One episode of the env under uniform sampling, each call timed.
+
+    Returns the reset time, the per-step times of all but the last step, the
+    last step's time (it adds the test metrics and linear probes), and the
+    iterations per step.
+    """
+    config = _config(args)
+    env = DUSEnv(
+        dataset=dataset, method=method, n_steps=args.n_steps, iterations_per_step=args.iterations_per_step,
+        base_batch=args.base_batch, device=args.device, run_config={"encoders": config.encoders},
+    )
+    device = resolve_device(args.device)
+    action = env.rule.uniform_action
+    start = time.perf_counter()
+    env.reset(seed=seed)
+    reset_s = time.perf_counter() - start
+    times = []
+    truncated = False
+    while not truncated:
+        start = time.perf_counter()
+        _, _, terminated, truncated, _ = env.step(action)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+        if terminated:
+            raise RuntimeError(f"env_loop: {dataset} diverged under uniform sampling (seed {seed})")
+    assert env.run is not None
+    return {
+        "reset_s": reset_s, "step_s": times[:-1], "last_step_s": times[-1],
+        "iterations": env._iterations, "modalities": env.run.num_modalities,
+    }
+
+
+def overhead(args: Args, dataset: str) -> dict[str, Any]:
+    """Part (a) for one dataset: env against the hand-written loop, alternating, ``repeats`` times."""
+    if args.n_steps < 2:
+        raise ValueError(f"--n-steps must be >= 2 (the last step is timed apart), got {args.n_steps}")
+    config = _config(args)
+    # Warm-up: allocator, kernels, data caches.
+    hand_written_loop(dataset, config, 1, args.iterations_per_step, args.seed)
+    env_steps: list[float] = []
+    loop_steps: list[float] = []
+    last, resets = [], []
+    for r in range(args.repeats):
+        env = env_loop(dataset, args, seed=args.seed + r)
+        loop = hand_written_loop(dataset, config, args.n_steps - 1, args.iterations_per_step, args.seed + r)
+        env_steps += env["step_s"]
+        loop_steps += loop["step_s"]
+        last.append(env["last_step_s"])
+        resets.append(env["reset_s"])
+        if env["iterations"] != loop["iterations"]:
+            raise RuntimeError(f"iterations differ: env {env['iterations']}, loop {loop['iterations']}")
+    examples = env["modalities"] * args.base_batch * env["iterations"]
+    env_step, loop_step = statistics.median(env_steps), statistics.median(loop_steps)
+    return {
+        "dataset": dataset,
+        "iterations_per_step": env["iterations"],
+        "examples_per_step": examples,
+        "env_steps_per_s": 1 / env_step,
+        "loop_steps_per_s": 1 / loop_step,
+        "env_examples_per_s": examples / env_step,
+        "loop_examples_per_s": examples / loop_step,
+        "ratio": loop_step / env_step,
+        "reset_s": statistics.median(resets),
+        "last_step_extra_s": statistics.median(last) - env_step,
+    }
+
+
+def _make_env(dataset: str, args_dict: dict[str, Any], threads: int) -> DUSEnv:
+    torch.set_num_threads(threads)
+    return DUSEnv(dataset=dataset, **args_dict)
+
+
+def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
+    """Part (b): env steps per second with ``n`` envs stepping in parallel processes."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    kwargs = {
+        "n_steps": args.n_steps + 1, "iterations_per_step": args.iterations_per_step,
+        "base_batch": args.base_batch, "device": args.device,
+    }
+    rows = []
+    for n in args.num_envs:
+        venv = SubprocVecEnv([partial(_make_env, dataset, kwargs, args.torch_threads) for _ in range(n)])
+        try:
+            venv.seed(args.seed)
+            venv.reset()
+            action = np.stack([venv.get_attr("rule", [i])[0].uniform_action for i in range(n)])
+            venv.step(action)  # warm-up step, untimed
+            start = time.perf_counter()
+            for _ in range(args.n_steps - 1):  # the episode's last step (test, probes) stays out
+                venv.step(action)
+            wall = time.perf_counter() - start
+        finally:
+            venv.close()
+        rows.append({"num_envs": n, "env_steps_per_s": n * (args.n_steps - 1) / wall})
+    base = rows[0]["env_steps_per_s"] / rows[0]["num_envs"]
+    for row in rows:
+        row["speedup"] = row["env_steps_per_s"] / base
+        row["efficiency"] = row["speedup"] / row["num_envs"]
+    return rows
+
+
+def episode_times(args: Args) -> list[dict[str, Any]]:
+    """Part (c): wall time of one full episode (reset to test metrics) per family, uniform sampling."""
+    rows = []
+    for family in args.families:
+        episode_args = Args(**{**asdict(args), "n_steps": args.episode_steps})
+        start = time.perf_counter()
+        result = env_loop(family, episode_args, seed=args.seed)
+        wall = time.perf_counter() - start
+        rows.append(
+            {
+                "family": family, "steps": args.episode_steps, "iterations_per_step": result["iterations"],
+                "episode_s": wall, "reset_s": result["reset_s"], "last_step_s": result["last_step_s"],
+            }
+        )
+    return rows
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers come from."""
+    info: dict[str, Any] = {
+        "cpu_cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "gpu": None,
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The measurements as Markdown tables."""
+    m = result["machine"]
+    lines = [
+        f"Machine: {m['cpu_cores']} CPU cores, GPU: {m['gpu'] or 'none'}, device {result['device']}, "
+        f"torch {m['torch']}, {m['torch_threads']} torch thread(s); {result['date']}.",
+        "",
+    ]
+    if result.get("overhead"):
+        lines += [
+            "(a) Env against a hand-written loop (uniform sampling, joint training; median step time; "
+            "the last step's test metrics and probes excluded and listed apart):",
+            "",
+            "| dataset | iterations/step | env steps/s | loop steps/s | env examples/s | loop examples/s "
+            "| ratio env/loop | reset (s) | last-step extra (s) |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in result["overhead"]:
+            lines.append(
+                f"| {r['dataset']} | {r['iterations_per_step']} | {r['env_steps_per_s']:.2f} | "
+                f"{r['loop_steps_per_s']:.2f} | {r['env_examples_per_s']:.0f} | {r['loop_examples_per_s']:.0f} | "
+                f"{r['ratio']:.3f} | {r['reset_s']:.3f} | {r['last_step_extra_s']:.3f} |"
+            )
+        lines.append("")
+    if result.get("scaling"):
+        lines += [
+            f"(b) Parallel envs (SubprocVecEnv, {result['scaling_dataset']}):",
+            "",
+            "| envs | env steps/s | speedup | efficiency |",
+            "|---|---|---|---|",
+        ]
+        for r in result["scaling"]:
+            lines.append(
+                f"| {r['num_envs']} | {r['env_steps_per_s']:.2f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |"
+            )
+        lines.append("")
+    if result.get("episodes"):
+        lines += [
+            "(c) One full episode per instance family (uniform sampling, joint):",
+            "",
+            "| family | steps | iterations/step | episode (s) | reset (s) | last step, with test and probes (s) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in result["episodes"]:
+            lines.append(
+                f"| {r['family']} | {r['steps']} | {r['iterations_per_step']} | {r['episode_s']:.2f} | "
+                f"{r['reset_s']:.3f} | {r['last_step_s']:.3f} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(Args, argv, description=__doc__)
+    unknown = set(args.skip) - {"overhead", "scaling", "episodes"}
+    if unknown:
+        raise ValueError(f"--skip {sorted(unknown)}: expected any of overhead, scaling, episodes")
+    # Seeding: every run takes its split, initialisation and batch-order seeds from --seed.
+    torch.set_num_threads(args.torch_threads)
+    device = resolve_device(args.device)
+    result: dict[str, Any] = {
+        "args": asdict(args), "machine": machine(), "device": str(device),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+    if "overhead" not in args.skip:
+        result["overhead"] = [overhead(args, d) for d in args.datasets]
+    if "scaling" not in args.skip:
+        result["scaling_dataset"] = args.datasets[0]
+        result["scaling"] = scaling(args, args.datasets[0])
+    if "episodes" not in args.skip:
+        result["episodes"] = episode_times(args)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")
+    markdown = to_markdown(result)
+    (output / "throughput.md").write_text(markdown)
+    print(markdown)
+    return result
+
+
+if __name__ == "__main__":
+    main()
