@@ -49,18 +49,18 @@ def allocate(desired: Sequence[float] | np.ndarray, total: int, n_min: int, n_ma
         raise ValueError(f"allocate: need 1 <= n_min <= n_max, got n_min={n_min}, n_max={n_max}")
     if not m * n_min <= total <= m * n_max:
         raise ValueError(f"allocate: total {total} cannot be split into {m} counts in [{n_min}, {n_max}]")
-    x = d * (total / d.sum())
-    fixed = np.zeros(m, dtype=bool)  # at a bound, excluded from redistribution
-    for _ in range(m + 1):
-        x = np.where(fixed, x, np.clip(x, n_min, n_max))
-        fixed |= (x <= n_min) | (x >= n_max)
-        gap = total - x.sum()
-        if abs(gap) < 1e-9 or fixed.all():
-            break
-        free = ~fixed
-        weights = d[free] if d[free].sum() > 0 else np.ones(free.sum())
-        # a modality pushed across a bound by the gap is clipped next round
-        x[free] += gap * weights / weights.sum()
+    # Water-filling: find the scale lam with sum_j clip(lam * d_j, n_min, n_max)
+    # == total (the sum is continuous and non-decreasing in lam), then spread
+    # the exact remainder over the modalities strictly inside the bounds.
+    lo, hi = 0.0, n_max / d[d > 0].min()
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if np.clip(mid * d, n_min, n_max).sum() < total else (lo, mid)
+    x = np.clip(hi * d, n_min, n_max)
+    inside = (x > n_min) & (x < n_max)
+    if inside.any():
+        x[inside] = (total - x[~inside].sum()) * d[inside] / d[inside].sum()
+        x = np.clip(x, n_min, n_max)
     counts = np.floor(x + 1e-9).astype(np.int64)
     short = total - int(counts.sum())
     if short > 0:

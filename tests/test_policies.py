@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from dus_gym import DUSEnv
+from dus_gym.policies import dus_h_quantities, make_policy
+
+
+def test_dus_h_by_hand() -> None:
+    # S = (0.9, 0.3): mean 0.6, d = (0.3, -0.3); lam = 1: n = 64 * (1 -+ 0.5) = (32, 96)
+    assert dus_h_quantities([0.9, 0.3], 64, lam=1.0).tolist() == [32, 96]
+    # lam = 0 is uniform; before any score it is uniform too
+    assert dus_h_quantities([0.9, 0.3], 64, lam=0.0).tolist() == [64, 64]
+    assert dus_h_quantities([0.0, 0.0], 64).tolist() == [64, 64]
+    # lam = 4: n = 64 * (1 - 2, 1 + 2) = (-64, 192) -> clipped at n_min = 1, total kept
+    assert dus_h_quantities([0.9, 0.3], 64, lam=4.0).tolist() == [1, 127]
+
+
+def test_dus_h_policy_gives_the_lagging_modality_more(tiny_env_kwargs) -> None:
+    env = DUSEnv(**{**tiny_env_kwargs, "base_batch": 64, "action_type": "continuous"})
+    policy = make_policy("dus_h", env)
+    obs = np.zeros(env.observation_space.shape, dtype=np.float32)
+    obs[env.layout.slices["score"]] = [0.9, 0.3]
+    action, state = policy.predict(obs)
+    assert state is None
+    assert env.rule.quantities(action).tolist() == [32, 96]
+
+
+def test_policies_accept_single_and_batched_observations(tiny_env_kwargs) -> None:
+    env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs)
+    obs, _ = env.reset(seed=0)
+    for spec in ("uniform", "random", "fixed:1,2", "dus_h:2"):
+        policy = make_policy(spec, env, seed=0)
+        single, _ = policy.predict(obs)
+        batch, _ = policy.predict(np.stack([obs, obs]))
+        assert env.action_space.contains(single)
+        assert batch.shape == (2, *env.action_space.shape)
+    assert make_policy("uniform", env).predict(obs)[0].tolist() == [4, 4]
+    assert env.unwrapped.rule.quantities(make_policy("fixed:1,2", env).predict(obs)[0]).tolist() == [5, 11]
+
+
+def test_random_policy_is_seeded(tiny_env_kwargs) -> None:
+    env = DUSEnv(**tiny_env_kwargs)
+    obs = np.zeros(env.observation_space.shape, dtype=np.float32)
+    a = [make_policy("random", env, seed=3).predict(obs)[0].tolist() for _ in range(2)]
+    p = make_policy("random", env, seed=3)
+    seq = [p.predict(obs)[0].tolist() for _ in range(5)]
+    assert a[0] == a[1] == seq[0] and len({tuple(s) for s in seq}) > 1
+
+
+def test_bad_policy_names(tiny_env_kwargs) -> None:
+    env = DUSEnv(**tiny_env_kwargs)
+    with pytest.raises(ValueError, match=r"unknown policy 'greedy'.*uniform"):
+        make_policy("greedy", env)
+    with pytest.raises(ValueError, match=r"policy 'fixed:1,2,3'.*one weight per modality"):
+        make_policy("fixed:1,2,3", env)
+    with pytest.raises(ValueError, match="wrong shape|expected"):
+        make_policy("uniform", env).predict(np.zeros(5))
