@@ -200,7 +200,7 @@ def test_async_vector_env(tiny_env_kwargs) -> None:
         obs, _ = envs.reset(seed=[0, 1])
         assert obs.shape == (2, 17)
         for _ in range(3):
-            obs, rewards, term, trunc, infos = envs.step(envs.action_space.sample())
+            obs, rewards, _, trunc, _ = envs.step(envs.action_space.sample())
         assert trunc.all() and np.all(np.isfinite(rewards))
     finally:
         envs.close()
@@ -218,7 +218,7 @@ def test_sb3_subproc_vec_env_with_a_builtin_policy(tiny_env_kwargs) -> None:
         obs = vec.reset()
         for _ in range(3):
             action, _ = policy.predict(obs)
-            obs, rewards, dones, infos = vec.step(action)
+            obs, _, dones, infos = vec.step(action)
         assert dones.all() and all("test" in i for i in infos)
     finally:
         vec.close()
