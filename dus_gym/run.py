@@ -16,7 +16,8 @@ Use it directly to plug DUS into a plain training loop::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
@@ -47,7 +48,11 @@ class RunConfig:
     """Settings of a training run (everything but the data and the seeds)."""
 
     method: str = "joint"
-    """``"joint"`` or ``"mla"`` (METHOD.md section 5)"""
+    """``"joint"``, ``"mla"`` or ``"ogm_ge"`` (METHOD.md section 5)"""
+    method_kwargs: tuple[tuple[str, Any], ...] = ()
+    """options of the method, e.g. ``{"alpha": 0.3}`` for ogm_ge or
+    ``{"projection": True}`` for mla; a mapping is accepted and stored as
+    sorted ``(name, value)`` pairs, which keeps the config hashable"""
     base_batch: int = 64
     """B: examples per modality per iteration under uniform sampling"""
     optimizer: str = "sgd"
@@ -74,6 +79,10 @@ class RunConfig:
     ``"host"``: keep it in host memory (memory-mapped bundles stay on disk) and
     move each batch through pinned memory; ``"auto"``: the device when the
     data fits there (always on the CPU), else the host"""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method_kwargs, Mapping):
+            object.__setattr__(self, "method_kwargs", tuple(sorted(self.method_kwargs.items())))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -169,7 +178,7 @@ class TrainingRun:
             raise ValueError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {list(OPTIMIZERS)}")
         self.dataset = dataset
         self.config = config
-        self.method = make_method(config.method)
+        self.method = make_method(config.method, **dict(config.method_kwargs))
         self.device = resolve_device(config.device)
         self.splits = dataset.splits(split_seed, config.split_fractions).to(self.device)
         self.labels = dataset.labels.to(self.device)
@@ -214,6 +223,41 @@ class TrainingRun:
         self._ctx = TrainContext(
             self.model, self.optimizer, self.inputs, self.labels, self._draw, self.generator, self.config.base_batch
         )
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of everything that changes as the run trains (copies, on the device).
+
+        Model parameters, optimizer state (momentum, Adam moments), the
+        monitor, the method's own state (e.g. MLA's feature correlations),
+        the generator's state and the counters. :meth:`set_state` on this run
+        restores it, after which training continues exactly as it did from
+        here: bit for bit on the CPU. The data and splits are not copied: a
+        snapshot only fits a run built on the same data and seeds.
+        """
+        return {
+            "model": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            # state_dict() returns the live momentum buffers, which step() updates in place.
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "monitor": self.monitor.state_dict(),
+            "method": copy.deepcopy(self.method),
+            "generator": self.generator.get_state(),
+            "iterations": self.iterations,
+            "examples_seen": self.examples_seen.copy(),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a snapshot of :meth:`get_state`; the snapshot stays reusable."""
+        missing = {"model", "optimizer", "monitor", "method", "generator", "iterations", "examples_seen"} - set(state)
+        if missing:
+            raise ValueError(f"TrainingRun.set_state: snapshot lacks {sorted(missing)}; expected a get_state() result")
+        self.model.load_state_dict(state["model"])
+        # load_state_dict may keep the given tensors: copy, so later steps leave the snapshot intact.
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.monitor.load_state_dict(state["monitor"])
+        self.method = copy.deepcopy(state["method"])
+        self.generator.set_state(state["generator"])
+        self.iterations = int(state["iterations"])
+        self.examples_seen = np.array(state["examples_seen"], dtype=np.int64)
 
     def _place(self, data: list[torch.Tensor], placement: str) -> list[torch.Tensor]:
         """Standardised inputs: cached on the device, or served from the host

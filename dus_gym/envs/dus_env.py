@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -15,7 +16,7 @@ from gymnasium import spaces
 from dus_gym.budget import QuantityRule
 from dus_gym.data import MultimodalDataset, dataset_modalities, load_dataset
 from dus_gym.instances import resolve_instances
-from dus_gym.methods import METHODS
+from dus_gym.methods import METHODS, make_method
 from dus_gym.run import RunConfig, TrainingRun
 
 __all__ = ["DUSEnv", "ObservationLayout", "REWARD_METRICS", "LOSS_CAP"]
@@ -164,7 +165,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     | views | list[str] or None | None | modalities to use (digits default: pix, zer) |
     | dataset_kwargs | dict | {} | synthetic-config overrides, e.g. {"shortcut_rho": 0.8} |
     | data_seed | int or None | None | synthetic generator seed; None draws one per reset |
-    | method | str | "joint" | "joint" or "mla" |
+    | method | str | "joint" | "joint", "mla" or "ogm_ge" |
+    | method_kwargs | dict or None | None | options: ogm_ge `alpha`, `noise`; mla `projection` (docs/research.md) |
     | budget | str | "fixed" | "fixed" or "free" |
     | action_type | str | "discrete" | "discrete" or "continuous" |
     | levels | int | 9 | discrete levels per modality (odd) |
@@ -223,6 +225,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         device: str = "auto",
         run_config: Mapping[str, Any] | None = None,
         instances: str | Sequence[Mapping[str, Any]] | None = None,
+        method_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
@@ -240,14 +243,17 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             self.modalities = dataset.modality_names if views is None else dataset.select(views).modality_names
         else:
             self.modalities = dataset_modalities(dataset, self.views, **self.dataset_kwargs)
+        method_options: dict[str, Any] = {} if method_kwargs is None else {"method_kwargs": dict(method_kwargs)}
         try:
             self.config = replace(
                 RunConfig(),
                 method=method, base_batch=base_batch, optimizer=optimizer, lr=lr, momentum=momentum,
                 weight_decay=weight_decay, monitor=monitor, device=device, **dict(run_config or {}),
+                **method_options,
             )
         except TypeError as err:
             raise ValueError(f"run_config: {err}; valid fields: {list(RunConfig.__dataclass_fields__)}") from None
+        make_method(self.config.method, **dict(self.config.method_kwargs))  # bad options fail here, not at reset
         m = len(self.modalities)
         self.rule = QuantityRule(
             m, base_batch, budget, action_type, levels, max_ratio, n_min, 3 * base_batch if n_max is None else n_max
@@ -362,6 +368,52 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
                 info["test"] = self.test_metrics()
         obs = self._observation(S, s, d, branch_loss, trend)
         return obs, float(reward), not finite, truncated and finite, info
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of the episode: the run (model, optimizer, monitor, method,
+        torch generator), the step, the previous values the observation and
+        reward are built from, and ``np_random``'s bit-generator state.
+
+        :meth:`set_state` brings the env back to it; stepping with the same
+        actions then gives the same observations, rewards and infos (bit for
+        bit on the CPU). Snapshots stay on the run's device; each holds a copy
+        of the model and optimizer state.
+        """
+        if self.run is None:
+            raise RuntimeError("DUSEnv.get_state() called before reset()")
+        return {
+            "instance": copy.deepcopy(self.instance),
+            "run": self.run.get_state(),
+            "step": self._step,
+            "iterations": self._iterations,
+            "prev_branch_loss": self._prev_branch_loss.copy(),
+            "prev_counts": self._prev_counts.copy(),
+            "evaluation": copy.deepcopy(self._evaluation),
+            "metric": self._metric,
+            "np_random": copy.deepcopy(self.np_random.bit_generator.state),
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`get_state` snapshot of this episode (reusable any number of times).
+
+        The snapshot must come from the current instance (same data, split and
+        seeds): it holds the trained state, not the data.
+        """
+        if self.run is None:
+            raise RuntimeError("DUSEnv.set_state() called before reset()")
+        if state.get("instance") != self.instance:
+            raise ValueError(
+                f"DUSEnv.set_state: snapshot of instance {state.get('instance')}, but the current episode runs "
+                f"instance {self.instance}; reset with options={{'instance': ...}} to that instance first"
+            )
+        self.run.set_state(state["run"])
+        self._step = int(state["step"])
+        self._iterations = int(state["iterations"])
+        self._prev_branch_loss = state["prev_branch_loss"].copy()
+        self._prev_counts = state["prev_counts"].copy()
+        self._evaluation = copy.deepcopy(state["evaluation"])
+        self._metric = float(state["metric"])
+        self.np_random.bit_generator.state = copy.deepcopy(state["np_random"])
 
     def test_metrics(self) -> dict[str, Any]:
         """Held-out test metrics of the current model, with a linear probe per modality."""
