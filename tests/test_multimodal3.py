@@ -88,9 +88,13 @@ def test_dus_h_runs_each_method_on_three_modalities(bundle: Path, method: str) -
         assert not terminated and np.isfinite(reward)
         assert sum(info["quantities"]) == 3 * SMALL["base_batch"]
         if scores is not None:
-            # The heuristic read all three modalities' scores from the observation.
-            expected = dus_h_quantities(scores, SMALL["base_batch"], lam=10.0)
-            assert info["quantities"] == expected.tolist() != [SMALL["base_batch"]] * 3
+            # The heuristic read all three modalities' scores from the observation:
+            # the leading one gets the fewest examples, the lagging one the most
+            # (as the exact rule does; the discrete action levels round it).
+            q = np.asarray(info["quantities"])
+            assert np.argmax(scores) == np.argmin(q) and np.argmin(scores) == np.argmax(q)
+            exact = dus_h_quantities(scores, SMALL["base_batch"], lam=10.0)
+            assert np.abs(q - exact).max() <= 2
         scores = info["scores"]
     assert truncated and 0.0 <= info["test"]["accuracy"] <= 1.0
 
