@@ -14,7 +14,9 @@ from dus_gym.budget import QuantityRule, allocate
 from dus_gym.data import MultimodalDataset, load_dataset, make_synthetic
 from dus_gym.envs import DUSEnv
 from dus_gym.monitor import DiscrepancyMonitor
+from dus_gym.oracle import LookaheadOracle
 from dus_gym.policies import POLICIES, dus_h_quantities, make_policy
+from dus_gym.records import EpisodeRecord, ReplayReport, record_episode, replay
 from dus_gym.run import RunConfig, TrainingRun
 
 __version__ = "0.1.0"
@@ -24,8 +26,11 @@ __all__ = [
     "POLICIES",
     "DUSEnv",
     "DiscrepancyMonitor",
+    "EpisodeRecord",
+    "LookaheadOracle",
     "MultimodalDataset",
     "QuantityRule",
+    "ReplayReport",
     "RunConfig",
     "TrainingRun",
     "allocate",
@@ -33,6 +38,8 @@ __all__ = [
     "load_dataset",
     "make_policy",
     "make_synthetic",
+    "record_episode",
+    "replay",
 ]
 
 EPISODE_STEPS = 30

@@ -1,0 +1,70 @@
+"""Episode records and replay: a recorded episode replays exactly on the CPU; tampering is located."""
+
+from __future__ import annotations
+
+import json
+
+import gymnasium as gym
+import pytest
+
+import dus_gym
+from dus_gym import EpisodeRecord, make_policy, record_episode, replay
+
+
+@pytest.fixture
+def recorded(tiny_env_kwargs) -> EpisodeRecord:
+    env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, method="ogm_ge", method_kwargs={"alpha": 0.3})
+    return record_episode(env, make_policy("random", env, seed=1), seed=4)
+
+
+def test_a_recorded_episode_replays_exactly(recorded, tmp_path) -> None:
+    assert len(recorded.actions) == len(recorded.rewards) == 3
+    assert recorded.device == "cpu" and recorded.env_kwargs["method_kwargs"] == {"alpha": 0.3}
+    path = recorded.save(tmp_path / "runs" / "episode.json")
+    assert [p.name for p in path.parent.iterdir()] == ["episode.json"]  # no temporary file left behind
+    loaded = EpisodeRecord.load(path)
+    assert loaded == recorded
+    report = dus_gym.replay(path)
+    assert report and report.matches and report.steps == 3 and report.tolerance == 0.0
+    assert report.rewards == recorded.rewards
+    assert report.first_mismatch is None and "match exactly" in report.message
+
+
+def test_a_tampered_reward_is_reported_at_its_step(recorded) -> None:
+    tampered = EpisodeRecord.from_json(recorded.to_json())
+    tampered.rewards[1] += 1e-12  # even the smallest change: the CPU comparison is exact
+    report = replay(tampered)
+    assert not report
+    assert report.first_mismatch == 1 and report.steps == 2
+    assert report.expected == tampered.rewards[1] and report.got == recorded.rewards[1]
+    assert "step 2" in report.message
+    assert replay(tampered, tolerance=1e-9).matches  # a stated tolerance absorbs it
+
+
+def test_a_record_longer_than_the_episode_is_reported(recorded) -> None:
+    longer = EpisodeRecord.from_json(recorded.to_json())
+    longer.actions.append(longer.actions[-1])
+    longer.rewards.append(0.0)
+    report = replay(longer)
+    assert not report.matches and report.first_mismatch == 3 and report.got is None
+    assert "ended early" in report.message
+
+
+def test_continuous_actions_round_trip_through_json(tiny_env_kwargs, tmp_path) -> None:
+    env = gym.make("DUS-Synthetic-v0", **{**tiny_env_kwargs, "n_steps": 2}, action_type="continuous")
+    record = record_episode(env, make_policy("random", env, seed=0), seed=0)
+    assert all(isinstance(a, float) for a in record.actions[0])
+    assert replay(EpisodeRecord.load(record.save(tmp_path / "c.json"))).matches
+
+
+def test_bad_records_are_refused(tiny_env_kwargs, tiny_dataset, tmp_path) -> None:
+    with pytest.raises(ValueError, match="one per step"):
+        EpisodeRecord("DUS-v0", {}, 0, [[4, 4]], [])
+    with pytest.raises(ValueError, match="JSON"):
+        EpisodeRecord("DUS-v0", {"dataset": tiny_dataset}, 0, [], [])
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({"format": 99}))
+    with pytest.raises(ValueError, match="format 99"):
+        EpisodeRecord.load(path)
+    with pytest.raises(ValueError, match=r"gym\.make"):
+        record_episode(dus_gym.DUSEnv(**tiny_env_kwargs), make_policy("uniform", gym.make("DUS-v0")), seed=0)
