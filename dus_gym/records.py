@@ -33,6 +33,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from dus_gym.evaluation import Predictor, run_episode
+
 __all__ = ["GPU_TOLERANCE", "EpisodeRecord", "ReplayReport", "record_episode", "replay"]
 
 GPU_TOLERANCE = 0.01
@@ -120,9 +122,28 @@ def _plain(action: Any) -> list[Any]:
     return np.asarray(action).ravel().tolist()
 
 
+class _ActionRecorder:
+    """Wraps a policy and keeps every action it answers, as JSON lists."""
+
+    def __init__(self, policy: Predictor) -> None:
+        self.policy = policy
+        self.actions: list[list[Any]] = []
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        action, state = self.policy.predict(observation, state, episode_start, deterministic)
+        self.actions.append(_plain(action))
+        return action, state
+
+
 def record_episode(
     env: gym.Env[Any, Any],
-    policy: Any,
+    policy: Predictor,
     seed: int,
     options: Mapping[str, Any] | None = None,
     deterministic: bool = True,
@@ -132,30 +153,22 @@ def record_episode(
     Args:
         env: made with ``gym.make`` (its ``spec`` names the id and keyword
             arguments that replay needs).
-        policy: anything with SB3's ``predict(obs, deterministic=...)``
-            (built-in policies, :class:`~dus_gym.oracle.LookaheadOracle`, SB3 models).
+        policy: anything with SB3's ``predict`` (built-in policies,
+            :class:`~dus_gym.oracle.LookaheadOracle`, SB3 models).
         seed: the reset seed.
-        options: the reset options.
+        options: the reset options (JSON values).
     """
     spec = env.spec
     if spec is None:
         raise ValueError("record_episode: env has no spec; make it with gym.make(env_id, ...) so it can be replayed")
-    obs, _ = env.reset(seed=seed, options=None if options is None else dict(options))
-    actions: list[list[Any]] = []
-    rewards: list[float] = []
-    done = False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=deterministic)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        actions.append(_plain(action))
-        rewards.append(float(reward))
-        done = terminated or truncated
+    recorder = _ActionRecorder(policy)
+    played = run_episode(env, recorder, seed, None if options is None else dict(options), deterministic)
     return EpisodeRecord(
         env_id=spec.id,
         env_kwargs=dict(spec.kwargs),
         seed=int(seed),
-        actions=actions,
-        rewards=rewards,
+        actions=recorder.actions,
+        rewards=played["rewards"],
         options=None if options is None else dict(options),
         max_episode_steps=spec.max_episode_steps,
         device=_device_of(env),
