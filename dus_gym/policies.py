@@ -17,6 +17,7 @@ dus_h      the DUS heuristic of METHOD.md section 4, ``dus_h:LAM``
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dus_gym.budget import QuantityRule
+from dus_gym.budget import QuantityRule, allocate
 from dus_gym.envs.dus_env import DUSEnv, ObservationLayout
 
 __all__ = [
@@ -57,8 +58,6 @@ def dus_h_quantities(
         int64 counts of shape ``(M,)``. Before any score exists (all zero) the
         counts are uniform.
     """
-    from dus_gym.budget import allocate
-
     S = np.asarray(scores, dtype=np.float64)
     if lam < 0:
         raise ValueError(f"dus_h: lam must be >= 0, got {lam}")
@@ -138,8 +137,8 @@ class RandomPolicy(BuiltinPolicy):
 
     def __init__(self, env: gym.Env[Any, Any], seed: int | None = None) -> None:
         super().__init__(env)
-        self.action_space = env.unwrapped.action_space.__class__.__new__(type(env.unwrapped.action_space))
-        self.action_space.__dict__.update(env.unwrapped.action_space.__dict__)
+        # A private copy: seeding it leaves the env's own action space alone.
+        self.action_space = copy.deepcopy(env.unwrapped.action_space)
         self.action_space.seed(seed)
 
     def _act(self, obs: np.ndarray) -> np.ndarray:
