@@ -271,7 +271,9 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (m,), dtype=np.float32)
         self.run: TrainingRun | None = None
-        self._data: MultimodalDataset | None = dataset if isinstance(dataset, MultimodalDataset) else None
+        self._data: MultimodalDataset | None = None
+        if isinstance(dataset, MultimodalDataset):
+            self._data = dataset if views is None else dataset.select(views)
         self._data_key: Any = None
         self.instances = None if instances is None else resolve_instances(instances)
 
@@ -281,7 +283,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         """The dataset of this episode; reloaded only when the instance changes it."""
         if isinstance(self.dataset_spec, MultimodalDataset):
             assert self._data is not None
-            return self._data if self.views is None else self._data.select(self.views)
+            return self._data
         is_synthetic = self.dataset_spec.startswith("synthetic")
         kwargs = {**self.dataset_kwargs, **dict(overrides or {})}
         key = (data_seed, json.dumps(kwargs, sort_keys=True)) if is_synthetic else None
@@ -305,7 +307,9 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(
                 f"reset options['instance']: unknown keys {sorted(unknown)}; valid: {[*_SEED_KEYS, 'dataset_kwargs']}"
             )
-        self.instance = {**drawn, **{k: (dict(v) if k == "dataset_kwargs" else int(v)) for k, v in given.items()}}
+        self.instance: dict[str, Any] = {
+            **drawn, **{k: (dict(v) if k == "dataset_kwargs" else int(v)) for k, v in given.items()}
+        }
         data = self._load(self.instance["data_seed"], self.instance.get("dataset_kwargs"))
         self.run = TrainingRun(
             data, self.config, self.instance["split_seed"], self.instance["init_seed"], self.instance["sample_seed"]

@@ -1,0 +1,320 @@
+"""Train a sampler agent (PPO or A2C, Stable-Baselines3) on a DUS env.
+
+    python agents/train.py --algo ppo --env-id DUS-v0 --num-envs 2 --total-timesteps 6000
+
+One run writes one folder ``<output-dir>/<run_name>/`` (``run_name`` as in
+CleanRL: ``{env_id}__{exp_name}__{seed}__{time}``) with:
+
+- ``config.json``: every argument, the env keyword arguments, the instance
+  sets, the algorithm's hyperparameters and the library versions
+  (the format of :mod:`dus_gym.agent_io`);
+- ``model.zip`` and ``vecnormalize.pkl`` (the observation statistics);
+- ``logs/``: TensorBoard events and ``progress.csv`` (tags below);
+- ``episodes.csv``: one row per training episode (return, final test metrics,
+  mean quantities), the data of the learning curve;
+- ``checkpoints/`` and ``eval/`` (``CheckpointCallback``, ``EvalCallback``).
+
+TensorBoard tags: ``rollout/``, ``train/`` (SB3's own), ``dus/quantity/<m>``
+(examples of modality m per iteration), ``dus/score/<m>`` (cumulative score
+S_t), ``dus/val_branch_accuracy/<m>``, ``test/accuracy``, ``test/macro_f1``,
+``test/loss``, ``test/branch_accuracy/<m>``, ``test/probe_accuracy/<m>``,
+``test/imbalance_gap`` (the final test metrics of each finished episode),
+``charts/episodic_return``, ``eval/`` (held-out instances).
+
+Training episodes draw their instances from ``--instances`` (default the
+``train`` set); ``EvalCallback`` uses the *last* ``--n-eval-instances`` of
+``--eval-instances`` (a disjoint set, checked), so the first instances of that
+set stay untouched for ``agents/evaluate.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks.cli
+
+import gymnasium as gym
+import numpy as np
+
+from benchmarks.cli import parse_args
+from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE
+from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_instances
+
+# Defaults for a small budget (a few thousand steps of 30-step episodes);
+# agents/hyperparams/*.yml holds the same values for rl-zoo3.
+DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
+    "ppo": {
+        "n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.99,
+        "gae_lambda": 0.95, "ent_coef": 0.01, "clip_range": 0.2, "policy_kwargs": {"net_arch": [64, 64]},
+    },
+    "a2c": {
+        "n_steps": 16, "learning_rate": 7e-4, "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01,
+        "policy_kwargs": {"net_arch": [64, 64]},
+    },
+}
+
+
+@dataclass
+class Args:
+    """Train a PPO or A2C sampler on a DUS env and save it as one run folder."""
+
+    exp_name: str = "ppo"
+    """the name of this experiment (part of the run name)"""
+    algo: str = "ppo"
+    """the algorithm: ppo or a2c"""
+    env_id: str = "DUS-v0"
+    """the registered env id (DUS-v0, DUS-Synthetic-v0)"""
+    env_kwargs: str = "{}"
+    """JSON object of env keyword arguments, e.g. '{"n_steps": 15, "reward_metric": "f1"}'"""
+    instances: str = "train"
+    """training instance set: train or FAMILY:train (e.g. shortcut:train), see dus_gym.instances"""
+    eval_instances: str = "eval"
+    """held-out instance set for EvalCallback: eval or FAMILY:eval; must be disjoint from --instances"""
+    n_eval_instances: int = 8
+    """EvalCallback uses the last this-many instances of the eval set (evaluate.py uses the first ones)"""
+    num_envs: int = 2
+    """number of parallel envs (SubprocVecEnv when > 1, one torch thread per worker)"""
+    start_method: str = "forkserver"
+    """multiprocessing start method of SubprocVecEnv (forkserver and spawn are safe with CUDA)"""
+    total_timesteps: int = 6000
+    """total env steps (epochs of the inner training run) over all envs"""
+    seed: int = 1
+    """seed of the agent, the envs' instance draws and the batch orders"""
+    normalize: bool = True
+    """wrap the envs in VecNormalize (observations and rewards); its statistics are saved"""
+    hyperparams: str = "{}"
+    """JSON object of algorithm keyword arguments overriding the defaults (n_steps, learning_rate, ...)"""
+    eval_freq: int = 1500
+    """run EvalCallback every this many total env steps (0 turns it off)"""
+    n_eval_episodes: int = 4
+    """episodes per EvalCallback evaluation"""
+    checkpoint_freq: int = 3000
+    """save a checkpoint every this many total env steps (0 turns it off)"""
+    output_dir: str = "runs"
+    """folder under which the run folder is created"""
+    run_dir: str | None = None
+    """write the run to exactly this folder instead of <output-dir>/<run_name>"""
+    device: str = "cpu"
+    """torch device of the agent's networks (the envs choose their own with env_kwargs device)"""
+    progress_bar: bool = True
+    """show SB3's progress bar (needs rich and tqdm)"""
+    verbose: int = 0
+    """SB3 verbosity (0 quiet, 1 training tables on stdout)"""
+
+
+def json_object(text: str, flag: str) -> dict[str, Any]:
+    """Parse a JSON object given on the command line, naming the flag when it is not one."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{flag}: {text!r} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{flag}: expected a JSON object like '{{\"key\": 1}}', got {text!r}")
+    return value
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any], torch_threads: int = 1) -> Callable[[], gym.Env[Any, Any]]:
+    """A thunk building one monitored env; it runs inside the worker process."""
+
+    def thunk() -> gym.Env[Any, Any]:
+        import torch
+        from stable_baselines3.common.monitor import Monitor
+
+        import dus_gym  # noqa: F401  (registers the ids in a fresh worker)
+
+        # Workers share the machine: one thread each keeps them from oversubscribing it.
+        torch.set_num_threads(torch_threads)
+        return Monitor(gym.make(env_id, **env_kwargs))
+
+    return thunk
+
+
+def make_vec_env(
+    env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, start_method: str = "forkserver"
+) -> Any:
+    """``num_envs`` seeded copies of the env: a DummyVecEnv for one, a SubprocVecEnv for more."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    if num_envs < 1:
+        raise ValueError(f"--num-envs must be >= 1, got {num_envs}")
+    fns = [make_env(env_id, env_kwargs) for _ in range(num_envs)]
+    vec = DummyVecEnv(fns) if num_envs == 1 else SubprocVecEnv(fns, start_method=start_method)
+    vec.seed(seed)
+    return vec
+
+
+def _info_callback_class() -> type:
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class DUSInfoCallback(BaseCallback):
+        """Logs the DUS ``info`` of every step under namespaced tags, and one CSV row per finished episode."""
+
+        def __init__(self, modalities: Sequence[str], csv_path: Path) -> None:
+            super().__init__()
+            self.modalities = list(modalities)
+            self.csv_path = csv_path
+            self._quantities: dict[int, list[list[int]]] = {}
+            self._file: Any = None
+            self._writer: Any = None
+
+        def _on_training_start(self) -> None:
+            self._file = self.csv_path.open("w", newline="")
+            header = ["timesteps", "episode_return", "episode_length", "test_accuracy", "test_macro_f1"]
+            header += [f"test_branch_accuracy_{m}" for m in self.modalities]
+            header += [f"test_probe_accuracy_{m}" for m in self.modalities]
+            header += [f"mean_quantity_{m}" for m in self.modalities]
+            self._writer = csv.writer(self._file)
+            self._writer.writerow(header)
+
+        def _on_step(self) -> bool:
+            for k, info in enumerate(self.locals["infos"]):
+                q = info.get("quantities")
+                if q is None:
+                    continue
+                self._quantities.setdefault(k, []).append(list(q))
+                for m, name in enumerate(self.modalities):
+                    self.logger.record_mean(f"dus/quantity/{name}", q[m])
+                    if "scores" in info:
+                        self.logger.record_mean(f"dus/score/{name}", info["scores"][m])
+                    self.logger.record_mean(f"dus/val_branch_accuracy/{name}", info["val_branch_accuracy"][m])
+                if "episode" in info:
+                    self._end_episode(k, info)
+            return True
+
+        def _end_episode(self, k: int, info: dict[str, Any]) -> None:
+            ep = info["episode"]
+            self.logger.record_mean("charts/episodic_return", ep["r"])
+            self.logger.record_mean("charts/episodic_length", ep["l"])
+            quantities = np.asarray(self._quantities.pop(k, []), dtype=np.float64)
+            test = info.get("test")
+            row: list[Any] = [self.num_timesteps, ep["r"], ep["l"]]
+            if test is None:  # diverged: no test metrics
+                row += [""] * (2 + 2 * len(self.modalities))
+            else:
+                for key in ("accuracy", "macro_f1", "loss", "imbalance_gap"):
+                    self.logger.record_mean(f"test/{key}", test[key])
+                for name in self.modalities:
+                    self.logger.record_mean(f"test/branch_accuracy/{name}", test["branch_accuracy"][name])
+                    self.logger.record_mean(f"test/probe_accuracy/{name}", test["probe_accuracy"][name])
+                row += [test["accuracy"], test["macro_f1"]]
+                row += [test["branch_accuracy"][m] for m in self.modalities]
+                row += [test["probe_accuracy"][m] for m in self.modalities]
+            row += list(quantities.mean(axis=0)) if len(quantities) else [""] * len(self.modalities)
+            self._writer.writerow(row)
+            self._file.flush()
+
+        def _on_training_end(self) -> None:
+            if self._file is not None:
+                self._file.close()
+
+    return DUSInfoCallback
+
+
+def main(args: Args) -> Path:
+    """Train, save the run folder, and return its path."""
+    import stable_baselines3
+    import torch
+    from stable_baselines3 import A2C, PPO
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    import dus_gym
+
+    if args.algo not in ALGOS:
+        raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
+    env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
+    overrides = json_object(args.hyperparams, "--hyperparams")
+    if "instances" in env_kwargs:
+        raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
+    hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
+
+    train_set = resolve_instances(args.instances)
+    eval_spec = args.eval_instances
+    n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
+    if not 1 <= args.n_eval_instances <= (n_eval_set or 0) // 2:
+        raise ValueError(
+            f"--n-eval-instances {args.n_eval_instances}: expected 1 .. {(n_eval_set or 0) // 2} "
+            f"(at most half of the {eval_spec!r} set, whose first half stays for agents/evaluate.py)"
+        )
+    monitor_set = instance_set(eval_spec)[-args.n_eval_instances :]
+    check_disjoint(train_set, monitor_set)
+
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.output_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Seeding: the agent, the envs' instance and batch-order draws, torch and numpy of this process.
+    set_random_seed(args.seed)
+    torch.set_num_threads(1)
+
+    train_env = make_vec_env(
+        args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method
+    )
+    eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
+    if args.normalize:
+        train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=hyperparams.get("gamma", 0.99))
+        # EvalCallback copies the training statistics into it before each evaluation.
+        eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
+    modalities = train_env.get_attr("modalities")[0]
+
+    config = {
+        **asdict(args),
+        "run_name": run_name,
+        "env_kwargs": env_kwargs,
+        "train_instances": args.instances,
+        "eval_monitor_instances": monitor_set,
+        "modalities": modalities,
+        "hyperparameters": hyperparams,
+        "versions": {
+            "dus_gym": dus_gym.__version__, "stable_baselines3": stable_baselines3.__version__,
+            "torch": torch.__version__, "gymnasium": gym.__version__,
+        },
+        "command": " ".join(sys.argv),
+    }
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+    algo_cls = {"ppo": PPO, "a2c": A2C}[args.algo]
+    model = algo_cls("MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose, **hyperparams)
+    model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
+
+    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv")]
+    per_env = max(1, args.num_envs)
+    if args.checkpoint_freq > 0:
+        callbacks.append(
+            CheckpointCallback(
+                max(args.checkpoint_freq // per_env, 1), str(run_dir / "checkpoints"), name_prefix=args.algo,
+                save_vecnormalize=args.normalize,
+            )
+        )
+    if args.eval_freq > 0:
+        callbacks.append(
+            EvalCallback(
+                eval_env, n_eval_episodes=args.n_eval_episodes, eval_freq=max(args.eval_freq // per_env, 1),
+                log_path=str(run_dir / "eval"), best_model_save_path=None, deterministic=True,
+            )
+        )
+    start = time.time()
+    model.learn(args.total_timesteps, callback=CallbackList(callbacks), progress_bar=args.progress_bar)
+    model.save(run_dir / MODEL_FILE)
+    if args.normalize:
+        train_env.save(str(run_dir / VECNORMALIZE_FILE))
+    config["train_seconds"] = round(time.time() - start, 1)
+    config["timesteps_done"] = int(model.num_timesteps)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    train_env.close()
+    eval_env.close()
+    print(f"run folder: {run_dir} ({config['train_seconds']} s)")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main(parse_args(Args))
