@@ -34,7 +34,10 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.cli import parse_args
-from benchmarks.stats import Interval, probability_of_improvement, stratified_bootstrap_ci
+from benchmarks.stats import Interval
+
+# benchmarks.stats loads scipy; the functions that need it import it themselves,
+# so worker processes that only run cells start faster.
 
 __all__ = [
     "Args",
@@ -338,8 +341,10 @@ def _local_pool(cells: Sequence[Cell], workers: int, threads: int) -> Iterator[d
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    # spawn: a forked child would inherit the parent's torch thread pools.
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # fork (as torch's DataLoader workers) starts workers without re-importing torch; each
+    # worker sets its own thread count in run_cell. spawn where fork does not exist.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
         futures = {pool.submit(_run_named, cell, threads) for cell in cells}
         try:
             while futures:
@@ -454,6 +459,8 @@ class Row:
 
 def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0) -> list[Row]:
     """One :class:`Row` per (dataset, method, policy), in the records' first-seen order."""
+    from benchmarks.stats import probability_of_improvement, stratified_bootstrap_ci
+
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["dataset"], r["method"], r["policy"]), []).append(r)

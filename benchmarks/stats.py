@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+
+# scipy is imported inside the functions: modules that only need Interval (the
+# benchmark workers) start without it.
 
 __all__ = ["Interval", "iqm", "mean", "stratified_bootstrap_ci", "probability_of_improvement", "describe"]
 
@@ -23,6 +25,8 @@ Statistic = Callable[[np.ndarray], float]
 
 def iqm(values: Sequence[float] | np.ndarray, axis: int = -1) -> np.ndarray:
     """Interquartile mean: the mean of the middle 50% (25% trimmed from each end, scipy's ``trim_mean``)."""
+    from scipy import stats
+
     return np.asarray(stats.trim_mean(np.asarray(values, dtype=np.float64), 0.25, axis=axis))
 
 
@@ -82,6 +86,8 @@ def stratified_bootstrap_ci(
         The statistic of the data and its interval. With fewer than two values
         in every stratum there is nothing to resample: the interval is NaN.
     """
+    from scipy import stats
+
     where = "stratified_bootstrap_ci"
     if statistic not in STATISTICS:
         raise ValueError(f"{where}: unknown statistic {statistic!r}; valid: {sorted(STATISTICS)}")
@@ -127,6 +133,8 @@ def probability_of_improvement(
     interval resampling ``x`` and ``y`` independently. 0.5 means no
     difference; 1 means every run of X beats every run of Y.
     """
+    from scipy import stats
+
     xs, ys = _as_strata([x, y], "probability_of_improvement")
 
     def poi(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:

@@ -1,0 +1,224 @@
+"""benchmarks/compare.py and throughput.py end to end on a tiny synthetic grid."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks import compare
+from benchmarks.cli import field_docs, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--datasets", "synthetic:tiny", "--n-steps", "2", "--iterations-per-step", "2", "--base-batch", "8",
+        "--no-progress", "--n-resamples", "200"]
+
+
+def tiny_argv(
+    output: Path, *extra: str, policies: tuple[str, ...] = ("uniform", "fixed:1,2"), seeds: int = 2
+) -> list[str]:
+    return [*TINY, "--output", str(output), "--policies", *policies, "--methods", "joint",
+            "--num-seeds", str(seeds), *extra]
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text()
+    assert text.endswith("\n"), "every result line ends with a newline"
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_tiny_grid_writes_results_summary_and_plots(tmp_path: Path) -> None:
+    serial = tmp_path / "serial"
+    rows = compare.main(tiny_argv(serial))
+    records = read_lines(serial / "results.jsonl")
+    assert sorted((r["policy"], r["seed"]) for r in records) == [
+        ("fixed:1,2", 0), ("fixed:1,2", 1), ("uniform", 0), ("uniform", 1)
+    ]
+    for r in records:
+        assert r["steps"] == 2 and len(r["val_accuracy"]) == 3 and len(r["quantities"]) == 2
+        assert set(r["test"]) >= {"accuracy", "macro_f1", "branch_accuracy", "probe_accuracy"}
+        assert sum(r["quantities"][0]) == 2 * 8  # fixed budget M * B
+    fixed = [r for r in records if r["policy"] == "fixed:1,2"]
+    assert all(q[0] < q[1] for r in fixed for q in r["quantities"])  # modality a gets fewer examples
+
+    # The summary agrees with the records it summarises.
+    by_policy = {row.policy: row for row in rows}
+    for policy, row in by_policy.items():
+        acc = [r["test"]["accuracy"] for r in records if r["policy"] == policy]
+        assert row.n == 2 and row.accuracy_mean == pytest.approx(np.mean(acc))
+    assert by_policy["uniform"].improvement.estimate == pytest.approx(0.5)
+    assert by_policy["uniform"].gain_mean == 0.0
+    with (serial / "summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert [t["policy"] for t in table] == ["uniform", "fixed:1,2"]
+    assert float(table[1]["accuracy_mean"]) == pytest.approx(by_policy["fixed:1,2"].accuracy_mean, rel=1e-5)
+    assert "| synthetic:tiny | joint | fixed:1,2 | 2 |" in (serial / "summary.md").read_text()
+    for name in ("final_metrics.png", "val_curves.png", "quantities.png"):
+        assert (serial / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_process_pool_gives_the_serial_results(tmp_path: Path) -> None:
+    # Each cell is seeded on its own, so where it runs does not change it.
+    compare.main(tiny_argv(tmp_path / "serial", "--no-plots", seeds=1))
+    compare.main(tiny_argv(tmp_path / "pool", "--workers", "2", "--no-plots", seeds=1))
+    serial, pool = (
+        {compare._record_key(r): r["test"] for r in read_lines(tmp_path / d / "results.jsonl")}
+        for d in ("serial", "pool")
+    )
+    assert len(pool) == 2 and pool == serial
+
+
+def test_rerun_skips_finished_cells_and_runs_only_new_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compare.main(tiny_argv(tmp_path, "--no-plots", seeds=1))
+    calls: list[tuple[str, str, str, int]] = []
+    real = compare.run_cell
+
+    def counting(cell: compare.Cell, threads: int | None = None) -> dict[str, Any]:
+        calls.append(cell.key)
+        return real(cell, threads)
+
+    monkeypatch.setattr(compare, "run_cell", counting)
+    compare.main(tiny_argv(tmp_path, "--no-plots", seeds=1))
+    assert calls == []
+    compare.main(tiny_argv(tmp_path, "--no-plots", seeds=2))
+    assert sorted(calls) == [("fixed:1,2", "synthetic:tiny", "joint", 1), ("uniform", "synthetic:tiny", "joint", 1)]
+    assert len(read_lines(tmp_path / "results.jsonl")) == 4
+    # Other settings on the same output are refused, not mixed in.
+    with pytest.raises(ValueError, match=r"was run with settings .*'n_steps': 2.*'n_steps': 3"):
+        compare.main([*tiny_argv(tmp_path, "--no-plots", seeds=1), "--n-steps", "3"])
+
+
+def test_killed_sweep_leaves_only_whole_lines_and_resumes(tmp_path: Path) -> None:
+    argv = tiny_argv(tmp_path, "--no-plots", policies=("uniform", "fixed:1,2", "fixed:2,1"), seeds=3)
+    script = [sys.executable, str(REPO / "benchmarks" / "compare.py"), *argv]
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.Popen(script, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (results.exists() and results.stat().st_size > 0):
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)  # mid-sweep: the next cell is running
+    finally:
+        proc.wait()
+    first = read_lines(results)
+    assert 1 <= len(first) < 9
+    rows = compare.main(argv)
+    final = read_lines(results)
+    assert len(final) == 9 and len({compare._record_key(r) for r in final}) == 9
+    assert final[: len(first)] == first  # finished episodes kept as they were
+    assert sum(row.n for row in rows) == 9
+
+
+def test_unfinished_last_line_is_dropped_before_appending(tmp_path: Path) -> None:
+    path = tmp_path / "results.jsonl"
+    compare.append_record(path, {"a": 1})
+    with path.open("ab") as f:
+        f.write(b'{"a": 2, "trunc')  # a writer that died mid-line (not append_record)
+    with pytest.warns(UserWarning, match="dropping an unfinished last line"):
+        assert compare.read_records(path) == [{"a": 1}]
+    compare.append_record(path, {"a": 3})
+    assert compare.read_records(path) == [{"a": 1}, {"a": 3}]
+    path.write_text('{"a": 1}\nnot json\n')
+    with pytest.raises(ValueError, match=r"results.jsonl:2: not a JSON result line"):
+        compare.read_records(path)
+
+
+def test_trained_agent_run_folder_is_a_policy(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
+    from dus_gym.envs import DUSEnv
+
+    env_kwargs = {"dataset": "synthetic:tiny", "n_steps": 2, "iterations_per_step": 2, "base_batch": 8}
+    model = PPO("MlpPolicy", DUSEnv(**env_kwargs), n_steps=8, batch_size=8, seed=0, device="cpu")
+    model.learn(8)
+    run_dir = tmp_path / "ppo_tiny"
+    run_dir.mkdir()
+    model.save(run_dir / "model.zip")
+    (run_dir / "config.json").write_text(json.dumps({"algo": "ppo", "env_id": "DUS-v0", "env_kwargs": env_kwargs}))
+    out = tmp_path / "out"
+    rows = compare.main(tiny_argv(out, "--no-plots", policies=("uniform", str(run_dir)), seeds=1))
+    assert {r["policy"] for r in read_lines(out / "results.jsonl")} == {"uniform", str(run_dir)}
+    assert "| ppo_tiny |" in (out / "summary.md").read_text()
+    assert len(rows) == 2
+    # An agent for other spaces is refused with both spaces named.
+    with pytest.raises(RuntimeError, match="action_space"):
+        compare.main([*tiny_argv(tmp_path / "o2", "--no-plots", policies=(str(run_dir),), seeds=1),
+                      "--env-kwargs", '{"levels": 5}'])
+
+
+def test_cells_are_picklable_and_the_grid_is_complete() -> None:
+    args = parse_args(compare.Args, tiny_argv(Path("unused"), seeds=3))
+    cells = compare.make_cells(args)
+    assert len(cells) == 2 * 3 and len({c.key for c in cells}) == 6
+    cell = pickle.loads(pickle.dumps(cells[0]))
+    assert cell == cells[0] and pickle.loads(pickle.dumps(compare.run_cell)) is compare.run_cell
+    with pytest.raises(ValueError, match=r"--env-kwargs: '\[1\]' is a list; expected a JSON object"):
+        compare.make_cells(parse_args(compare.Args, [*tiny_argv(Path("unused")), "--env-kwargs", "[1]"]))
+    with pytest.raises(ValueError, match=r"--backend 'dask': expected one of \['local', 'ray'\]"):
+        compare.execute(cells, "dask")
+
+
+@pytest.mark.parametrize("module", ["compare", "throughput"])
+def test_help_explains_every_flag(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    args_cls = importlib.import_module(f"benchmarks.{module}").Args
+    docs = field_docs(args_cls)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(args_cls, ["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for name, doc in docs.items():
+        assert "--" + name.replace("_", "-") in text
+        assert doc[:30] in text
+
+
+def test_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
+    from benchmarks import throughput
+
+    result = throughput.main([
+        "--datasets", "synthetic:tiny", "--families", "synthetic:tiny", "--n-steps", "3", "--episode-steps", "2",
+        "--iterations-per-step", "2", "--base-batch", "8", "--repeats", "1", "--device", "cpu",
+        "--skip", "scaling", "--output", str(tmp_path),
+    ])
+    (row,) = result["overhead"]
+    assert row["iterations_per_step"] == 2 and row["examples_per_step"] == 2 * 8 * 2
+    assert row["ratio"] == pytest.approx(row["env_steps_per_s"] / row["loop_steps_per_s"])
+    assert row["env_examples_per_s"] == pytest.approx(row["env_steps_per_s"] * 32)
+    assert result["episodes"][0]["family"] == "synthetic:tiny"
+    assert "ratio env/loop" in (tmp_path / "throughput.md").read_text()
+    assert json.loads((tmp_path / "throughput.json").read_text())["overhead"][0]["dataset"] == "synthetic:tiny"
+
+
+@pytest.mark.slow
+def test_parallel_env_scaling_measures_each_count(tmp_path: Path) -> None:
+    from benchmarks import throughput
+
+    args = parse_args(throughput.Args, ["--n-steps", "3", "--iterations-per-step", "2", "--base-batch", "8",
+                                        "--num-envs", "1", "2", "--device", "cpu"])
+    rows = throughput.scaling(args, "synthetic:tiny")
+    assert [r["num_envs"] for r in rows] == [1, 2] and rows[0]["speedup"] == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_ray_backend_runs_a_tiny_grid(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        compare.main(tiny_argv(tmp_path, "--backend", "ray", "--no-plots"))
+    finally:
+        ray.shutdown()
+    assert len(read_lines(tmp_path / "results.jsonl")) == 4
+    assert os.path.getsize(tmp_path / "summary.csv") > 0
