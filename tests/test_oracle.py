@@ -11,7 +11,8 @@ from dus_gym import DUSEnv, LookaheadOracle
 
 
 def test_oracle_picks_the_best_tried_gain_and_its_reward_is_what_it_saw(tiny_env_kwargs) -> None:
-    env = gym.make("DUS-Synthetic-v0", **{**tiny_env_kwargs, "n_steps": 2}, levels=3)
+    # Few probe steps: every candidate of the last step computes the test metrics.
+    env = gym.make("DUS-Synthetic-v0", **{**tiny_env_kwargs, "n_steps": 2}, levels=3, run_config={"probe_steps": 5})
     oracle = LookaheadOracle(env)
     obs, _ = env.reset(seed=5)
     for _ in range(2):

@@ -43,7 +43,7 @@ def assert_same(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> None:
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_restore_then_step_gives_the_same_continuation(tiny_env_kwargs, method) -> None:
-    env = DUSEnv(**tiny_env_kwargs, **METHODS[method])
+    env = DUSEnv(**tiny_env_kwargs, **METHODS[method], run_config={"probe_steps": 10})
     env.reset(seed=3)
     env.step(ACTIONS[0])
     snapshot = env.get_state()
