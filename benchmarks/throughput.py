@@ -44,7 +44,7 @@ from dus_gym.envs import DUSEnv
 from dus_gym.models import build_model
 from dus_gym.run import RunConfig, resolve_device
 
-__all__ = ["Args", "hand_written_loop", "env_loop", "overhead", "scaling", "episode_times", "main"]
+__all__ = ["Args", "HandWrittenLoop", "episode", "episode_times", "main", "overhead", "scaling"]
 
 
 @dataclass
@@ -94,76 +94,81 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def hand_written_loop(
-    dataset: str, config: RunConfig, n_steps: int, iterations: int | None, seed: int = 0
-) -> dict[str, Any]:
+class HandWrittenLoop:
     """Plain joint training with uniform batches: the same model, optimizer,
-    iterations and per-step validation pass as the env, written out by hand.
+    iterations and per-step validation pass as the env, written out by hand
+    (no env, no :class:`~dus_gym.run.TrainingRun`, no monitor).
 
-    Returns per-step wall times (s) and the iterations per step.
+    :meth:`step` trains ``iterations`` iterations and evaluates the
+    validation split, ending with one host transfer as the env does.
     """
-    device = resolve_device(config.device)
-    data = load_dataset(dataset, seed=seed)
-    splits = data.splits(seed, config.split_fractions).to(device)
-    train, val = splits.train, splits.val
-    labels = data.labels.to(device)
-    inputs = []
-    for x in data.modalities.values():
-        x = x.to(device)
-        ref = x[train]
-        dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
-        inputs.append((x - ref.mean(dim=dims, keepdim=True)) / ref.std(dim=dims, keepdim=True).clamp(min=1e-6))
-    model = build_model(
-        [tuple(x.shape[1:]) for x in inputs], data.num_classes, torch.Generator().manual_seed(seed), device,
-        config.feature_dim, False, config.encoders,
-    )
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-    )
-    generator = torch.Generator(device=device).manual_seed(seed)
-    batch = config.base_batch
-    iterations = iterations or max(1, -(-len(train) // batch))
-    y_val = labels[val]
-    step_times = []
-    for _ in range(n_steps):
-        _sync(device)
-        start = time.perf_counter()
+
+    def __init__(self, dataset: str, config: RunConfig, iterations: int | None, seed: int = 0) -> None:
+        self.device = device = resolve_device(config.device)
+        data = load_dataset(dataset, seed=seed)
+        splits = data.splits(seed, config.split_fractions).to(device)
+        self.train_idx, self.val_idx = splits.train, splits.val
+        self.labels = data.labels.to(device)
+        self.inputs = []
+        for x in data.modalities.values():
+            x = x.to(device)
+            ref = x[self.train_idx]
+            dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
+            self.inputs.append((x - ref.mean(dim=dims, keepdim=True)) / ref.std(dim=dims, keepdim=True).clamp(min=1e-6))
+        self.model = build_model(
+            [tuple(x.shape[1:]) for x in self.inputs], data.num_classes, torch.Generator().manual_seed(seed), device,
+            config.feature_dim, False, config.encoders,
+        )
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.batch = config.base_batch
+        self.iterations = iterations or max(1, -(-len(self.train_idx) // self.batch))
+
+    def step(self) -> torch.Tensor:
+        """One step (epoch): training iterations, then the validation metrics on the host."""
+        model, inputs, labels, train = self.model, self.inputs, self.labels, self.train_idx
         model.train()
-        for _ in range(iterations):
-            idx = train[torch.randint(len(train), (batch,), generator=generator, device=device)]
+        for _ in range(self.iterations):
+            idx = train[torch.randint(len(train), (self.batch,), generator=self.generator, device=self.device)]
             logits = sum(model.branch_logits(j, x[idx]) for j, x in enumerate(inputs))
             loss = F.cross_entropy(logits, labels[idx])  # type: ignore[arg-type]
-            optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
         model.eval()
+        y_val = labels[self.val_idx]
         with torch.inference_mode():
-            branch = torch.stack([model.branch_logits(j, x[val]) for j, x in enumerate(inputs)])
+            branch = torch.stack([model.branch_logits(j, x[self.val_idx]) for j, x in enumerate(inputs)])
             fused = branch.sum(0)
-            metrics = torch.cat(
+            return torch.cat(
                 [
                     (fused.argmax(1) == y_val).float().mean().reshape(1),
                     F.cross_entropy(fused, y_val).reshape(1),
                     (branch.argmax(2) == y_val).float().mean(1),
                 ]
-            ).cpu()  # one host transfer per step, as the env
-        step_times.append(time.perf_counter() - start)
-        assert torch.isfinite(metrics).all()
-    return {"step_s": step_times, "iterations": iterations, "modalities": len(inputs)}
+            ).cpu()
 
 
-def env_loop(dataset: str, args: Args, method: str = "joint", seed: int = 0) -> dict[str, Any]:
-    """One episode of the env under uniform sampling, each call timed.
+def _timed(fn: Any, device: torch.device) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
-    Returns the reset time, the per-step times of all but the last step, the
-    last step's time (it adds the test metrics and linear probes), and the
-    iterations per step.
-    """
-    config = _config(args)
-    env = DUSEnv(
-        dataset=dataset, method=method, n_steps=args.n_steps, iterations_per_step=args.iterations_per_step,
-        base_batch=args.base_batch, device=args.device, run_config={"encoders": config.encoders},
+
+def _make_env(dataset: str, args: Args, method: str = "joint", n_steps: int | None = None) -> DUSEnv:
+    return DUSEnv(
+        dataset=dataset, method=method, n_steps=n_steps or args.n_steps, iterations_per_step=args.iterations_per_step,
+        base_batch=args.base_batch, device=args.device, run_config={"encoders": _config(args).encoders},
     )
+
+
+def episode(dataset: str, args: Args, n_steps: int, seed: int = 0) -> dict[str, Any]:
+    """One full episode of the env under uniform sampling, each call timed (wall seconds)."""
+    env = _make_env(dataset, args, n_steps=n_steps)
     device = resolve_device(args.device)
     action = env.rule.uniform_action
     start = time.perf_counter()
@@ -177,50 +182,65 @@ def env_loop(dataset: str, args: Args, method: str = "joint", seed: int = 0) -> 
         _sync(device)
         times.append(time.perf_counter() - start)
         if terminated:
-            raise RuntimeError(f"env_loop: {dataset} diverged under uniform sampling (seed {seed})")
-    assert env.run is not None
-    return {
-        "reset_s": reset_s, "step_s": times[:-1], "last_step_s": times[-1],
-        "iterations": env._iterations, "modalities": env.run.num_modalities,
-    }
+            raise RuntimeError(f"episode: {dataset} diverged under uniform sampling (seed {seed})")
+    return {"reset_s": reset_s, "step_s": times, "iterations": env._iterations}
 
 
 def overhead(args: Args, dataset: str) -> dict[str, Any]:
-    """Part (a) for one dataset: env against the hand-written loop, alternating, ``repeats`` times."""
+    """Part (a) for one dataset: env steps against hand-written-loop steps, in lockstep.
+
+    Both advance one step at a time, alternating which goes first, so a change
+    of machine load hits both alike. Each step is timed in wall seconds and in
+    CPU seconds of this process (robust to other processes on a shared
+    machine; equal to the work done with one torch thread on the CPU). The
+    episode's last step, which adds the test metrics and linear probes, is
+    not among the ``n_steps - 1`` compared steps.
+    """
     if args.n_steps < 2:
         raise ValueError(f"--n-steps must be >= 2 (the last step is timed apart), got {args.n_steps}")
+    device = resolve_device(args.device)
     config = _config(args)
-    # Warm-up: allocator, kernels, data caches.
-    hand_written_loop(dataset, config, 1, args.iterations_per_step, args.seed)
-    env_steps: list[float] = []
-    loop_steps: list[float] = []
-    last, resets = [], []
+    wall: dict[str, list[float]] = {"env": [], "loop": []}
+    cpu: dict[str, list[float]] = {"env": [], "loop": []}
+    resets, lasts = [], []
     for r in range(args.repeats):
-        env = env_loop(dataset, args, seed=args.seed + r)
-        loop = hand_written_loop(dataset, config, args.n_steps - 1, args.iterations_per_step, args.seed + r)
-        env_steps += env["step_s"]
-        loop_steps += loop["step_s"]
-        last.append(env["last_step_s"])
-        resets.append(env["reset_s"])
-        if env["iterations"] != loop["iterations"]:
-            raise RuntimeError(f"iterations differ: env {env['iterations']}, loop {loop['iterations']}")
-    examples = env["modalities"] * args.base_batch * env["iterations"]
-    env_step, loop_step = statistics.median(env_steps), statistics.median(loop_steps)
+        seed = args.seed + r
+        env = _make_env(dataset, args)
+        action = env.rule.uniform_action
+        start = time.perf_counter()
+        env.reset(seed=seed)
+        resets.append(time.perf_counter() - start)
+        loop = HandWrittenLoop(dataset, config, args.iterations_per_step, seed)
+        if loop.iterations != env._iterations:
+            raise RuntimeError(f"iterations differ: env {env._iterations}, loop {loop.iterations}")
+        steps = {"env": partial(env.step, action), "loop": loop.step}
+        for k in range(args.n_steps - 1):
+            for name in (("env", "loop") if k % 2 == 0 else ("loop", "env")):
+                w, c = _timed(steps[name], device)
+                if r > 0 or k > 0:  # the very first step of each is warm-up
+                    wall[name].append(w)
+                    cpu[name].append(c)
+        lasts.append(_timed(steps["env"], device)[0])
+    examples = len(env.modalities) * args.base_batch * loop.iterations
+    med = {name: {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name])} for name in wall}
     return {
         "dataset": dataset,
-        "iterations_per_step": env["iterations"],
+        "iterations_per_step": loop.iterations,
         "examples_per_step": examples,
-        "env_steps_per_s": 1 / env_step,
-        "loop_steps_per_s": 1 / loop_step,
-        "env_examples_per_s": examples / env_step,
-        "loop_examples_per_s": examples / loop_step,
-        "ratio": loop_step / env_step,
+        "env_steps_per_s": 1 / med["env"]["wall"],
+        "loop_steps_per_s": 1 / med["loop"]["wall"],
+        "env_examples_per_s": examples / med["env"]["wall"],
+        "loop_examples_per_s": examples / med["loop"]["wall"],
+        "ratio": med["loop"]["wall"] / med["env"]["wall"],
+        "ratio_cpu": med["loop"]["cpu"] / med["env"]["cpu"],
+        "env_cpu_s_per_step": med["env"]["cpu"],
+        "loop_cpu_s_per_step": med["loop"]["cpu"],
         "reset_s": statistics.median(resets),
-        "last_step_extra_s": statistics.median(last) - env_step,
+        "last_step_extra_s": statistics.median(lasts) - med["env"]["wall"],
     }
 
 
-def _make_env(dataset: str, args_dict: dict[str, Any], threads: int) -> DUSEnv:
+def _make_worker_env(dataset: str, args_dict: dict[str, Any], threads: int) -> DUSEnv:
     torch.set_num_threads(threads)
     return DUSEnv(dataset=dataset, **args_dict)
 
@@ -235,7 +255,7 @@ def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
     }
     rows = []
     for n in args.num_envs:
-        venv = SubprocVecEnv([partial(_make_env, dataset, kwargs, args.torch_threads) for _ in range(n)])
+        venv = SubprocVecEnv([partial(_make_worker_env, dataset, kwargs, args.torch_threads) for _ in range(n)])
         try:
             venv.seed(args.seed)
             venv.reset()
@@ -256,17 +276,17 @@ def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
 
 
 def episode_times(args: Args) -> list[dict[str, Any]]:
-    """Part (c): wall time of one full episode (reset to test metrics) per family, uniform sampling."""
+    """Part (c): wall and CPU time of one full episode (reset to test metrics) per family, uniform sampling."""
     rows = []
     for family in args.families:
-        episode_args = Args(**{**asdict(args), "n_steps": args.episode_steps})
-        start = time.perf_counter()
-        result = env_loop(family, episode_args, seed=args.seed)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = episode(family, args, args.episode_steps, seed=args.seed)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
         rows.append(
             {
                 "family": family, "steps": args.episode_steps, "iterations_per_step": result["iterations"],
-                "episode_s": wall, "reset_s": result["reset_s"], "last_step_s": result["last_step_s"],
+                "episode_s": wall, "episode_cpu_s": cpu, "reset_s": result["reset_s"],
+                "last_step_s": result["step_s"][-1],
             }
         )
     return rows
@@ -277,6 +297,7 @@ def machine() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu_cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "gpu": None,
+        "load_average_1min": os.getloadavg()[0],
     }
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -288,23 +309,26 @@ def to_markdown(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
         f"Machine: {m['cpu_cores']} CPU cores, GPU: {m['gpu'] or 'none'}, device {result['device']}, "
-        f"torch {m['torch']}, {m['torch_threads']} torch thread(s); {result['date']}.",
+        f"torch {m['torch']}, {m['torch_threads']} torch thread(s), load average {m['load_average_1min']:.1f} "
+        f"at the start (other processes share the CPUs: compare the CPU-time columns); {result['date']}.",
         "",
     ]
     if result.get("overhead"):
         lines += [
-            "(a) Env against a hand-written loop (uniform sampling, joint training; median step time; "
-            "the last step's test metrics and probes excluded and listed apart):",
+            "(a) Env against a hand-written loop (uniform sampling, joint training; env and loop stepped in "
+            "lockstep, median step time; steps/s and examples/s in wall time; the ratio env/loop in wall time and "
+            "in CPU time of the process, the latter robust to other load; the last step's test metrics and probes "
+            "are excluded and listed apart):",
             "",
             "| dataset | iterations/step | env steps/s | loop steps/s | env examples/s | loop examples/s "
-            "| ratio env/loop | reset (s) | last-step extra (s) |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| ratio (wall) | ratio (CPU) | reset (s) | last-step extra (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in result["overhead"]:
             lines.append(
                 f"| {r['dataset']} | {r['iterations_per_step']} | {r['env_steps_per_s']:.2f} | "
                 f"{r['loop_steps_per_s']:.2f} | {r['env_examples_per_s']:.0f} | {r['loop_examples_per_s']:.0f} | "
-                f"{r['ratio']:.3f} | {r['reset_s']:.3f} | {r['last_step_extra_s']:.3f} |"
+                f"{r['ratio']:.3f} | {r['ratio_cpu']:.3f} | {r['reset_s']:.3f} | {r['last_step_extra_s']:.3f} |"
             )
         lines.append("")
     if result.get("scaling"):
@@ -323,13 +347,14 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [
             "(c) One full episode per instance family (uniform sampling, joint):",
             "",
-            "| family | steps | iterations/step | episode (s) | reset (s) | last step, with test and probes (s) |",
-            "|---|---|---|---|---|---|",
+            "| family | steps | iterations/step | episode, wall (s) | episode, CPU (s) | reset (s) "
+            "| last step, with test and probes (s) |",
+            "|---|---|---|---|---|---|---|",
         ]
         for r in result["episodes"]:
             lines.append(
                 f"| {r['family']} | {r['steps']} | {r['iterations_per_step']} | {r['episode_s']:.2f} | "
-                f"{r['reset_s']:.3f} | {r['last_step_s']:.3f} |"
+                f"{r['episode_cpu_s']:.2f} | {r['reset_s']:.3f} | {r['last_step_s']:.3f} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -196,9 +196,10 @@ def test_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
     (row,) = result["overhead"]
     assert row["iterations_per_step"] == 2 and row["examples_per_step"] == 2 * 8 * 2
     assert row["ratio"] == pytest.approx(row["env_steps_per_s"] / row["loop_steps_per_s"])
+    assert row["ratio_cpu"] == pytest.approx(row["loop_cpu_s_per_step"] / row["env_cpu_s_per_step"])
     assert row["env_examples_per_s"] == pytest.approx(row["env_steps_per_s"] * 32)
     assert result["episodes"][0]["family"] == "synthetic:tiny"
-    assert "ratio env/loop" in (tmp_path / "throughput.md").read_text()
+    assert "ratio (CPU)" in (tmp_path / "throughput.md").read_text()
     assert json.loads((tmp_path / "throughput.json").read_text())["overhead"][0]["dataset"] == "synthetic:tiny"
 
 
