@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import math
 import pickle
@@ -161,6 +162,7 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     return x.reshape(-1, channels).mean(axis=1), rate
 
 
+@functools.lru_cache(maxsize=8)
 def mel_filterbank(
     sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None
 ) -> torch.Tensor:
@@ -180,6 +182,7 @@ def mel_filterbank(
     lower, center, upper = hz[:-2, None], hz[1:-1, None], hz[2:, None]
     rising = (freqs - lower) / (center - lower)
     falling = (upper - freqs) / (upper - center)
+    # Cached (lru_cache): callers must not modify the result in place.
     return torch.clamp(torch.minimum(rising, falling), min=0).float()
 
 
@@ -336,7 +339,8 @@ class ConversionReport:
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)}:")
             lines += [f"  {n} x {r}" for r, n in sorted(self.reasons().items())]
-            lines += [f"  {s.id} ({s.where}) {s.modality or ''}: {s.reason}" for s in self.skipped[:20]]
+            for s in self.skipped[:20]:
+                lines.append(f"  {s.id} ({s.where}){' ' + s.modality if s.modality else ''}: {s.reason}")
             if len(self.skipped) > 20:
                 lines.append(f"  ... {len(self.skipped) - 20} more in the JSON report")
         return "\n".join(lines)
@@ -529,7 +533,10 @@ def convert(
             if empty:
                 raise ValueError(
                     f"convert: split {empty[0]!r} is empty ({report.split_sizes}); give a manifest for it"
-                    + (" or --val-fraction > 0" if empty[0] == "val" else "")
+                    + (
+                        f" or a larger --val-fraction (now {val_fraction}; it is rounded down class by class)"
+                        if empty[0] == "val" else ""
+                    )
                 )
         arrays = {m: b[:n] for m, b in buffers.items()}
         source = {
