@@ -81,8 +81,14 @@ class RunConfig:
     data fits there (always on the CPU), else the host"""
 
     def __post_init__(self) -> None:
-        if isinstance(self.method_kwargs, Mapping):
-            object.__setattr__(self, "method_kwargs", tuple(sorted(self.method_kwargs.items())))
+        # A mapping, or pairs as lists after a JSON round trip of to_dict(): one canonical form.
+        try:
+            pairs = tuple(sorted(dict(self.method_kwargs).items()))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"RunConfig.method_kwargs: expected a mapping of option names to values, got {self.method_kwargs!r}"
+            ) from None
+        object.__setattr__(self, "method_kwargs", pairs)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -86,3 +87,17 @@ def test_ge_noise_matches_gradient_std_and_is_reproducible() -> None:
     again = _run("ogm_ge", alpha=0.5)
     again.method.train_iteration(again._ctx, [8, 8])
     assert torch.equal(dict(again.model.named_parameters())["encoders.0.net.0.weight"].grad, noisy)
+
+
+def test_method_kwargs_reach_the_method_from_the_env_and_survive_json(tiny_env_kwargs) -> None:
+    from dus_gym import DUSEnv
+
+    env = DUSEnv(**tiny_env_kwargs, method="ogm_ge", method_kwargs={"alpha": 0.3, "noise": False})
+    env.reset(seed=0)
+    assert isinstance(env.run.method, OGMGEMethod)
+    assert (env.run.method.alpha, env.run.method.noise) == (0.3, False)
+    with pytest.raises(ValueError, match="alpah"):  # refused at construction, not at the first reset
+        DUSEnv(**tiny_env_kwargs, method="ogm_ge", method_kwargs={"alpah": 0.3})
+    config = env.config
+    data = json.loads(json.dumps(config.to_dict()))  # pairs come back as lists
+    assert RunConfig(**{**data, "split_fractions": tuple(data["split_fractions"])}) == config
