@@ -198,14 +198,15 @@ def _make_policy(policy: str, env: Any, seed: int) -> Any:
 def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
     """Run one cell's episode and return its result record (one JSON line).
 
-    The record holds the grid point, the instance, the final test metrics
-    (``info["test"]``, or the diverged model's), the return, and per-step
-    curves: validation accuracies (reset included) and the quantities chosen.
+    The record is :func:`dus_gym.evaluation.run_episode`'s (instance, return,
+    rewards, per-step validation accuracies from the reset on and quantities,
+    final test metrics; a diverged model's test metrics too) plus the grid point.
     A module-level function, so process pools and Ray can ship it.
     """
     import torch
 
     from dus_gym.envs import DUSEnv
+    from dus_gym.evaluation import run_episode
 
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
@@ -222,35 +223,17 @@ def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
     )
     start = time.perf_counter()
     policy = _make_policy(cell.policy, env, cell.seed)
-    obs, info = env.reset(seed=cell.seed)
-    val_acc = [info["val_accuracy"]]
-    val_branch = [list(info["val_branch_accuracy"])]
-    quantities: list[list[int]] = []
-    episode_return, done, terminated = 0.0, False, False
-    while not done:
-        action, _ = policy.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
-        episode_return += reward
-        done = terminated or truncated
-        val_acc.append(info["val_accuracy"])
-        val_branch.append(list(info["val_branch_accuracy"]))
-        quantities.append([int(q) for q in info["quantities"]])
-    test = info.get("test") or env.test_metrics()
+    record = run_episode(env, policy, seed=cell.seed)
+    if record["test"] is None:  # diverged: the broken model's test metrics still count
+        record["test"] = env.test_metrics()
     return {
+        **record,
         "policy": cell.policy,
         "dataset": cell.dataset,
         "method": cell.method,
         "seed": cell.seed,
         "settings": settings,
         "modalities": list(env.modalities),
-        "instance": dict(env.instance),
-        "test": test,
-        "return": episode_return,
-        "diverged": bool(terminated),
-        "steps": len(quantities),
-        "val_accuracy": val_acc,
-        "val_branch_accuracy": val_branch,
-        "quantities": quantities,
         "wall_s": time.perf_counter() - start,
     }
 
