@@ -140,7 +140,11 @@ class MultimodalDataset:
                     "every array must have the same number of samples"
                 )
             x = x.float()
-            finite = torch.isfinite(x.reshape(n, -1)).all(dim=1)
+            # Chunk by chunk: a memory-mapped bundle is read once, without a mask the size of the data.
+            finite = torch.cat(
+                [torch.isfinite(c.reshape(len(c), -1)).all(dim=1) for c in x.split(4096)]
+                + [torch.ones(0, dtype=torch.bool)]
+            )
             if not bool(finite.all()):
                 bad = int(torch.nonzero(~finite)[0])
                 raise ValueError(
