@@ -42,6 +42,7 @@ from benchmarks.stats import Interval
 __all__ = [
     "Args",
     "Cell",
+    "aggregate_gains",
     "append_record",
     "main",
     "make_cells",
@@ -479,6 +480,44 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
     return rows
 
 
+def aggregate_gains(
+    records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0
+) -> list[tuple[str, str, list[str], Interval]]:
+    """Per (method, policy): the IQM over all datasets of the per-seed fused-accuracy gain over
+    ``uniform`` (paired by seed), with a 95% stratified-bootstrap interval, each dataset a stratum.
+
+    Returns ``(method, policy, datasets, interval)`` rows; policies without a
+    uniform reference on some dataset are left out of that dataset.
+    """
+    from benchmarks.stats import stratified_bootstrap_ci
+
+    reference = {
+        (r["dataset"], r["method"], r["seed"]): r["test"]["accuracy"]
+        for r in records
+        if r["policy"] == REFERENCE_POLICY
+    }
+    strata: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for r in records:
+        ref = reference.get((r["dataset"], r["method"], r["seed"]))
+        if ref is not None and r["policy"] != REFERENCE_POLICY:
+            gains = strata.setdefault((r["method"], r["policy"]), {}).setdefault(r["dataset"], [])
+            gains.append(r["test"]["accuracy"] - ref)
+    return [
+        (method, policy, list(by_dataset),
+         stratified_bootstrap_ci(list(by_dataset.values()), "iqm", n_resamples=n_resamples, seed=seed))
+        for (method, policy), by_dataset in strata.items()
+    ]
+
+
+def aggregate_table(aggregates: Sequence[tuple[str, str, list[str], Interval]]) -> str:
+    """The aggregate gains as a Markdown table (points of accuracy)."""
+    lines = ["| method | policy | datasets | gain vs uniform, IQM [95% stratified CI] |", "|---|---|---|---|"]
+    for method, policy, datasets, iv in aggregates:
+        gain = iv.format(1) if np.isfinite(iv.estimate) else "-"
+        lines.append(f"| {method} | {policy_label(policy)} | {len(datasets)} | {gain} |")
+    return "\n".join(lines) + "\n"
+
+
 def _csv_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
     modalities = sorted({m for row in rows for m in row.branch})
     header = [
@@ -530,7 +569,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_summary(rows: Sequence[Row], output: str | Path, note: str = "") -> tuple[Path, Path]:
+def write_summary(
+    rows: Sequence[Row],
+    output: str | Path,
+    note: str = "",
+    aggregates: Sequence[tuple[str, str, list[str], Interval]] = (),
+) -> tuple[Path, Path]:
     """Write ``summary.md`` and ``summary.csv`` into ``output`` (each replaced atomically)."""
     import csv
     import io
@@ -550,6 +594,12 @@ def write_summary(rows: Sequence[Row], output: str | Path, note: str = "") -> tu
         "accuracies are means with 95% bootstrap intervals.\n\n"
         + markdown_table(rows)
     )
+    if aggregates:
+        md += (
+            "\n## Over datasets\n\nPer-seed gain of fused test accuracy over uniform (points), IQM over all "
+            "seeds of all datasets, with a 95% stratified-bootstrap interval (each dataset a stratum).\n\n"
+            + aggregate_table(aggregates)
+        )
     md_path, csv_path = output / "summary.md", output / "summary.csv"
     _write_atomic(md_path, md)
     _write_atomic(csv_path, buffer.getvalue())
@@ -574,7 +624,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         raise SystemExit(f"{output / RESULTS_FILE}: no results for this grid yet")
     rows = summarise(records, args.n_resamples, args.seed)
     note = f"Settings: {settings_json(args)}; {len(records)} episodes."
-    md_path, _ = write_summary(rows, output, note)
+    aggregates = aggregate_gains(records, args.n_resamples, args.seed) if len(args.datasets) > 1 else []
+    md_path, _ = write_summary(rows, output, note, aggregates)
     if args.plots:
         from benchmarks.plots import plot_all
 

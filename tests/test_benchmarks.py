@@ -158,6 +158,28 @@ def test_trained_agent_run_folder_is_a_policy(tmp_path: Path) -> None:
                       "--env-kwargs", '{"levels": 5}'])
 
 
+def fake_record(policy: str, dataset: str, seed: int, accuracy: float) -> dict[str, Any]:
+    test = {"accuracy": accuracy, "macro_f1": accuracy, "branch_accuracy": {"a": 0.5, "b": accuracy},
+            "probe_accuracy": {"a": 0.6, "b": 0.7}}
+    return {"policy": policy, "dataset": dataset, "method": "joint", "seed": seed, "test": test,
+            "modalities": ["a", "b"], "diverged": False}
+
+
+def test_summary_and_aggregate_on_known_answers() -> None:
+    records = [fake_record("uniform", d, s, 0.5) for d in ("d1", "d2") for s in range(4)]
+    records += [fake_record("x", "d1", s, 0.6) for s in range(4)] + [fake_record("x", "d2", s, 0.4) for s in range(4)]
+    rows = {(r.dataset, r.policy): r for r in compare.summarise(records, n_resamples=200)}
+    d1 = rows[("d1", "x")]
+    assert d1.accuracy_mean == pytest.approx(0.6) and d1.gain_mean == pytest.approx(0.1)
+    assert d1.improvement.estimate == 1.0 and rows[("d2", "x")].improvement.estimate == 0.0
+    assert (d1.branch["b"].low, d1.branch["b"].high) == pytest.approx((0.6, 0.6))
+    assert d1.probe["a"].estimate == pytest.approx(0.6)
+    # Over datasets: gains +0.1 (d1) and -0.1 (d2); each stratum keeps its 4 runs, so the IQM stays 0.
+    ((method, policy, datasets, gain),) = compare.aggregate_gains(records, n_resamples=200)
+    assert (method, policy, datasets) == ("joint", "x", ["d1", "d2"])
+    assert (gain.estimate, gain.low, gain.high) == pytest.approx((0.0, 0.0, 0.0), abs=1e-12)
+
+
 def test_cells_are_picklable_and_the_grid_is_complete() -> None:
     args = parse_args(compare.Args, tiny_argv(Path("unused"), seeds=3))
     cells = compare.make_cells(args)
