@@ -259,6 +259,11 @@ def test_help_and_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main([str(tmp_path / "o"), "--manifest", str(tmp_path / "l.csv"), "--audio", f"a={tmp_path / 'nope'}",
                  "--features", f"b={tmp_path / 'd'}"]) == 2
     assert "modality 'a': folder" in capsys.readouterr().err
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "x").write_text("")
+    assert main([str(tmp_path / "o"), "--manifest", str(tmp_path / "l.csv"), "--audio", f"a={tmp_path / 'd'}",
+                 "--features", f"b={tmp_path / 'd'}"]) == 2
+    assert "exists; choose a new path" in capsys.readouterr().err
 
 
 def test_manifest_formats(tmp_path: Path) -> None:

@@ -437,6 +437,9 @@ def convert(
         ``OUT.report.json`` beside an ``.npz``).
     """
     out = Path(out)
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        # Checked first: a conversion can take hours, and save_bundle would refuse at the end.
+        raise FileExistsError(f"convert: {str(out)!r} exists; choose a new path or remove it")
     audio_options = audio_options or AudioOptions()
     frame_options = frame_options or {}
     loaders: dict[str, Loader] = {}
@@ -672,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConversionRefused as err:
         print(err, file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, argparse.ArgumentTypeError) as err:
+    except (ValueError, FileNotFoundError, FileExistsError, argparse.ArgumentTypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(report.summary(), file=sys.stderr)
