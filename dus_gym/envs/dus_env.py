@@ -161,7 +161,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     | Parameter | Type | Default | Description |
     |-----------|------|---------|-------------|
-    | dataset | str or MultimodalDataset | "digits" | "digits", "synthetic", "synthetic:PRESET", or a dataset object |
+    | dataset | str or MultimodalDataset | "digits" | "digits", "synthetic:PRESET", "bundle:PATH" or a dataset object |
     | views | list[str] or None | None | modalities to use (digits default: pix, zer) |
     | dataset_kwargs | dict | {} | synthetic-config overrides, e.g. {"shortcut_rho": 0.8} |
     | data_seed | int or None | None | synthetic generator seed; None draws one per reset |
