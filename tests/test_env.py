@@ -160,6 +160,8 @@ def test_continuous_actions_outside_the_box_are_refused(tiny_env_kwargs) -> None
         ({"budget": "tight"}, r"unknown budget mode 'tight'"),
         ({"action_type": "binary"}, r"unknown action type 'binary'"),
         ({"run_config": {"colour": 1}}, r"run_config.*valid fields"),
+        ({"dataset": "digits", "dataset_kwargs": {"shortcut_rho": 0.9}}, r"digits takes no options"),
+        ({"dataset_kwargs": {"colour": 1}}, r"valid fields"),
     ],
 )
 def test_bad_settings_name_the_valid_ones(tiny_env_kwargs, kwargs, message) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
 from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, stratified_split
 from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
-from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic
+from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic, resolve_config
 
 __all__ = [
     "BundleError",
@@ -68,16 +68,15 @@ def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: 
     """The modality names :func:`load_dataset` would give, without loading or generating data."""
     family, _, detail = name.partition(":")
     if family == "digits" and not detail:
+        if kwargs:
+            raise ValueError(f"digits takes no options besides views, got {sorted(kwargs)}")
         names = list(DEFAULT_DIGIT_VIEWS if views is None else views)
         unknown = [v for v in names if v not in DIGIT_VIEWS]
         if unknown:
             raise ValueError(f"digits: unknown view {unknown[0]!r}; valid views: {list(DIGIT_VIEWS)}")
         return names
     if family == "synthetic":
-        preset = detail or "shortcut"
-        if preset not in PRESETS:
-            raise ValueError(f"unknown synthetic preset {preset!r}; valid presets: {sorted(PRESETS)}")
-        all_names = list(kwargs.get("names", PRESETS[preset].names))
+        all_names = list(resolve_config(detail or "shortcut", **kwargs).names)
         if views is None:
             return all_names
         unknown = [v for v in views if v not in all_names]

@@ -26,7 +26,7 @@ import numpy as np
 
 from dus_gym.data.dataset import MultimodalDataset
 
-__all__ = ["SyntheticConfig", "PRESETS", "make_synthetic"]
+__all__ = ["PRESETS", "SyntheticConfig", "make_synthetic", "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,25 @@ def _unit_codes(rng: np.random.Generator, num: int, dim: int) -> np.ndarray:
     return codes / np.linalg.norm(codes, axis=1, keepdims=True)
 
 
+def resolve_config(config: SyntheticConfig | str = "shortcut", **overrides: Any) -> SyntheticConfig:
+    """The validated config of a preset name (or a config) with fields replaced by ``overrides``.
+
+    Lists in ``overrides`` (from JSON or a command line) become tuples.
+    """
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(f"unknown synthetic preset {config!r}; valid presets: {sorted(PRESETS)}")
+        config = PRESETS[config]
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    try:
+        config = replace(config, **values)
+    except TypeError as err:
+        valid = list(SyntheticConfig.__dataclass_fields__)
+        raise ValueError(f"synthetic config: {err}; valid fields: {valid}") from None
+    config.validate()
+    return config
+
+
 def make_synthetic(
     config: SyntheticConfig | str = "shortcut", seed: int = 0, **overrides: Any
 ) -> MultimodalDataset:
@@ -123,20 +142,7 @@ def make_synthetic(
     Returns:
         A :class:`MultimodalDataset` with a fixed train/val/test assignment.
     """
-    if isinstance(config, str):
-        if config not in PRESETS:
-            raise ValueError(f"unknown synthetic preset {config!r}; valid presets: {sorted(PRESETS)}")
-        config = PRESETS[config]
-    if overrides:
-        try:
-            config = replace(config, **overrides)
-        except TypeError as err:
-            valid = list(SyntheticConfig.__dataclass_fields__)
-            raise ValueError(f"make_synthetic: {err}; valid fields: {valid}") from None
-        # tuples may arrive as lists from JSON or the command line
-        tuples: dict[str, Any] = {k: tuple(v) for k, v in overrides.items() if isinstance(v, list)}
-        config = replace(config, **tuples)
-    config.validate()
+    config = resolve_config(config, **overrides)
     rng = np.random.default_rng(seed)
     C = config.num_classes
     sizes = (config.n_train, config.n_val, config.n_test)
