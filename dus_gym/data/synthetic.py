@@ -119,7 +119,7 @@ def resolve_config(config: SyntheticConfig | str = "shortcut", **overrides: Any)
         if config not in PRESETS:
             raise ValueError(f"unknown synthetic preset {config!r}; valid presets: {sorted(PRESETS)}")
         config = PRESETS[config]
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items()}
     try:
         config = replace(config, **values)
     except TypeError as err:
