@@ -43,6 +43,7 @@ __all__ = [
     "Args",
     "Cell",
     "aggregate_gains",
+    "compact_table",
     "append_record",
     "main",
     "make_cells",
@@ -480,6 +481,24 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
     return rows
 
 
+def compact_table(rows: Sequence[Row]) -> str:
+    """Fused test accuracy (IQM [95% CI], percent) as a policy x (dataset, method) Markdown table."""
+    columns = list(dict.fromkeys((r.dataset, r.method) for r in rows))
+    policies = list(dict.fromkeys(r.policy for r in rows))
+    cell = {(r.policy, r.dataset, r.method): r for r in rows}
+    lines = [
+        "| policy | " + " | ".join(f"{d} {m}" for d, m in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
+    for policy in policies:
+        values = []
+        for d, m in columns:
+            row = cell.get((policy, d, m))
+            values.append("-" if row is None else row.accuracy.format())
+        lines.append(f"| {policy_label(policy)} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def aggregate_gains(
     records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0
 ) -> list[tuple[str, str, list[str], Interval]]:
@@ -588,8 +607,11 @@ def write_summary(
     md = (
         "# Benchmark summary\n\n"
         + (note + "\n\n" if note else "")
-        + "Fused test accuracy in percent: mean and interquartile mean (IQM) over seeds with a 95% "
-        "percentile-bootstrap interval; gain vs uniform is the mean paired difference (same seeds); "
+        + "Fused test accuracy in percent, interquartile mean (IQM) over seeds with a 95% percentile-bootstrap "
+        "interval:\n\n"
+        + compact_table(rows)
+        + "\n## Every cell\n\n"
+        "Fused accuracy mean and IQM [95% CI]; gain vs uniform is the mean paired difference (same seeds); "
         "P(improve) is the probability that a run of the policy beats a run of uniform; branch and probe "
         "accuracies are means with 95% bootstrap intervals.\n\n"
         + markdown_table(rows)
