@@ -12,6 +12,8 @@ uniform    every modality gets B examples: ordinary training
 random     a random action each step (from the policy's own seed)
 fixed      constant weights, e.g. ``fixed:1,2`` (the control of METHOD.md s.7)
 dus_h      the DUS heuristic of METHOD.md section 4, ``dus_h:LAM``
+oracle     one-step lookahead from env snapshots, ``oracle:K`` (a reference, not a policy
+           one can deploy: it reads the validation gain; see dus_gym/oracle.py)
 =========  ==============================================================
 """
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from dus_gym.budget import QuantityRule, allocate
 from dus_gym.envs.dus_env import DUSEnv, ObservationLayout
+from dus_gym.evaluation import Predictor
 
 __all__ = [
     "POLICIES",
@@ -163,11 +166,13 @@ class DUSHeuristicPolicy(BuiltinPolicy):
         return self.rule.action_for_weights(dus_h_weights(self.layout.get(obs, "score"), self.lam))
 
 
-POLICIES = ("uniform", "random", "fixed", "dus_h")
+POLICIES = ("uniform", "random", "fixed", "dus_h", "oracle")
 
 
-def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> BuiltinPolicy:
-    """A built-in policy from its name: ``uniform``, ``random``, ``fixed:W1,W2[,...]``, ``dus_h[:LAM]``.
+def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
+    """A built-in policy from its name: ``uniform``, ``random``, ``fixed:W1,W2[,...]``, ``dus_h[:LAM]``,
+    or the lookahead reference ``oracle[:K]`` (:class:`~dus_gym.oracle.LookaheadOracle`: all actions,
+    or K sampled ones plus uniform; it trains K extra steps per step, and acts only in ``env`` itself).
 
     Args:
         spec: the name, with its parameter after a colon.
@@ -187,9 +192,13 @@ def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> B
             return FixedPolicy(env, weights)
         if name == "dus_h":
             return DUSHeuristicPolicy(env, float(param) if param else 1.0)
+        if name == "oracle":
+            from dus_gym.oracle import LookaheadOracle
+
+            return LookaheadOracle(env, int(param) if param else None, seed=seed)
     except ValueError as err:
         raise ValueError(f"policy {spec!r}: {err}") from None
     raise ValueError(
         f"unknown policy {spec!r}; valid policies: uniform, random, fixed:W1,W2,... (one weight per modality), "
-        "dus_h or dus_h:LAM"
+        "dus_h or dus_h:LAM, oracle or oracle:K"
     )

@@ -52,9 +52,19 @@ def test_random_policy_is_seeded(tiny_env_kwargs) -> None:
 
 def test_bad_policy_names(tiny_env_kwargs) -> None:
     env = DUSEnv(**tiny_env_kwargs)
-    with pytest.raises(ValueError, match=r"unknown policy 'greedy'.*uniform"):
+    with pytest.raises(ValueError, match=r"unknown policy 'greedy'.*uniform.*oracle"):
         make_policy("greedy", env)
     with pytest.raises(ValueError, match=r"policy 'fixed:1,2,3'.*one weight per modality"):
         make_policy("fixed:1,2,3", env)
     with pytest.raises(ValueError, match=r"observation of shape \(5,\); expected"):
         make_policy("uniform", env).predict(np.zeros(5))
+
+
+def test_oracle_by_name_tries_the_candidates(tiny_env_kwargs) -> None:
+    env = DUSEnv(**tiny_env_kwargs)
+    obs, _ = env.reset(seed=0)
+    oracle = make_policy("oracle:3", env, seed=0)
+    action, _ = oracle.predict(obs)
+    assert env.action_space.contains(action)
+    gains = oracle.last_gains  # type: ignore[attr-defined]
+    assert len(gains) >= 2 and gains[oracle.last_choice] == max(gains)  # type: ignore[attr-defined]
