@@ -29,6 +29,7 @@ set stay untouched for ``agents/evaluate.py``.
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import sys
@@ -217,6 +218,61 @@ def _info_callback_class() -> type:
     return DUSInfoCallback
 
 
+def plot_learning_curve(run_dir: str | Path, window: int = 20) -> Path:
+    """Draw ``learning_curve.png`` from ``episodes.csv`` (and ``eval/evaluations.npz`` when there).
+
+    Left: episode return (dots) and its running mean over ``window`` episodes,
+    with the held-out EvalCallback means. Right: the running mean of the final
+    test accuracy of the training episodes, and of the share of examples given
+    to each modality.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run_dir = Path(run_dir)
+    with (run_dir / "episodes.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["test_accuracy"] != ""]
+    if not rows:
+        raise ValueError(f"{run_dir / 'episodes.csv'}: no finished episode to plot")
+    steps = np.array([float(r["timesteps"]) for r in rows])
+
+    def smooth(values: np.ndarray) -> np.ndarray:
+        w = min(window, len(values))
+        return np.convolve(values, np.ones(w) / w, mode="valid")
+
+    ret = np.array([float(r["episode_return"]) for r in rows])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(steps, ret, ".", alpha=0.25, label="episode return")
+    left.plot(steps[len(steps) - len(smooth(ret)) :], smooth(ret), label=f"running mean ({window} episodes)")
+    evals = run_dir / "eval" / "evaluations.npz"
+    if evals.is_file():
+        data = np.load(evals)
+        left.errorbar(data["timesteps"], data["results"].mean(axis=1), yerr=data["results"].std(axis=1), fmt="o-",
+                      label="held-out (EvalCallback)")
+    left.set_xlabel("timesteps")
+    left.set_ylabel("return = val. accuracy gain")
+    left.legend(fontsize=7)
+    acc = np.array([float(r["test_accuracy"]) for r in rows])
+    right.plot(steps[len(steps) - len(smooth(acc)) :], smooth(acc), label="test accuracy (fused)")
+    quantity_cols = [k for k in rows[0] if k.startswith("mean_quantity_")]
+    q = np.array([[float(r[k]) for k in quantity_cols] for r in rows])
+    for j, k in enumerate(quantity_cols):
+        share = q[:, j] / q.sum(axis=1)
+        right.plot(steps[len(steps) - len(smooth(share)) :], smooth(share), "--",
+                   label=f"share of examples: {k.removeprefix('mean_quantity_')}")
+    right.set_xlabel("timesteps")
+    right.set_ylim(0, 1)
+    right.legend(fontsize=7)
+    fig.suptitle(run_dir.name, fontsize=9)
+    fig.tight_layout()
+    out = run_dir / "learning_curve.png"
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main(args: Args) -> Path:
     """Train, save the run folder, and return its path."""
     import stable_baselines3
@@ -283,7 +339,10 @@ def main(args: Args) -> Path:
     (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
     algo_cls = {"ppo": PPO, "a2c": A2C}[args.algo]
-    model = algo_cls("MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose, **hyperparams)
+    # A deep copy: SB3 adds entries (A2C's optimizer class) to the policy_kwargs it is given.
+    model = algo_cls(
+        "MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose, **copy.deepcopy(hyperparams)
+    )
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
 
     callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv")]
@@ -312,6 +371,7 @@ def main(args: Args) -> Path:
     (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     train_env.close()
     eval_env.close()
+    plot_learning_curve(run_dir)
     print(f"run folder: {run_dir} ({config['train_seconds']} s)")
     return run_dir
 

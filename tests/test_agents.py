@@ -1,0 +1,165 @@
+"""agents/: train.py end to end (PPO, A2C; 1 and 2 envs), its run folder and logs, evaluate.py, reinforce.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("tensorboard")
+
+from agents import evaluate, reinforce, train  # noqa: E402
+from benchmarks.cli import field_docs  # noqa: E402
+from dus_gym.agent_io import load_agent, read_run_config  # noqa: E402
+from dus_gym.instances import check_disjoint, instance_set  # noqa: E402
+
+TINY = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
+TINY_ALGO = {
+    "ppo": {"n_steps": 8, "batch_size": 8, "n_epochs": 1},
+    "a2c": {"n_steps": 4},
+}
+
+
+def tiny_args(tmp_path: Path, algo: str, num_envs: int) -> train.Args:
+    return train.Args(
+        exp_name=f"test_{algo}", algo=algo, env_id="DUS-Synthetic-v0", env_kwargs=json.dumps(TINY),
+        num_envs=num_envs, total_timesteps=16, seed=3, hyperparams=json.dumps(TINY_ALGO[algo]),
+        eval_freq=8, n_eval_episodes=1, n_eval_instances=2, checkpoint_freq=8,
+        output_dir=str(tmp_path), progress_bar=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def ppo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return train.main(tiny_args(tmp_path_factory.mktemp("runs"), "ppo", 2))
+
+
+def check_run_folder(run_dir: Path, algo: str, num_envs: int) -> None:
+    config = read_run_config(run_dir)
+    assert config["algo"] == algo and config["env_id"] == "DUS-Synthetic-v0"
+    assert config["env_kwargs"] == TINY
+    assert run_dir.name.startswith(f"DUS-Synthetic-v0__test_{algo}__3__")
+    for name in ("model.zip", "vecnormalize.pkl", "episodes.csv", "logs/progress.csv", "eval/evaluations.npz"):
+        assert (run_dir / name).is_file(), name
+    assert list((run_dir / "checkpoints").glob("*.zip"))
+    assert config["timesteps_done"] >= 16
+    with (run_dir / "episodes.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == (16 // num_envs // TINY["n_steps"]) * num_envs
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
+    assert all(float(r["mean_quantity_a"]) + float(r["mean_quantity_b"]) == pytest.approx(16.0) for r in rows)
+
+
+def test_ppo_with_two_envs_writes_the_run_folder(ppo_run: Path) -> None:
+    check_run_folder(ppo_run, "ppo", 2)
+
+
+def test_a2c_with_one_env_writes_the_run_folder(tmp_path: Path) -> None:
+    check_run_folder(train.main(tiny_args(tmp_path, "a2c", 1)), "a2c", 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("algo", "num_envs"), [("ppo", 1), ("a2c", 2)])
+def test_other_algo_and_env_counts(tmp_path: Path, algo: str, num_envs: int) -> None:
+    check_run_folder(train.main(tiny_args(tmp_path, algo, num_envs)), algo, num_envs)
+
+
+def test_tensorboard_has_the_namespaced_tags(ppo_run: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = (ppo_run / "logs").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    expected = {"charts/episodic_return", "test/accuracy", "test/macro_f1", "test/imbalance_gap", "eval/mean_reward"}
+    for m in ("a", "b"):
+        expected |= {
+            f"dus/quantity/{m}", f"dus/score/{m}", f"dus/val_branch_accuracy/{m}",
+            f"test/branch_accuracy/{m}", f"test/probe_accuracy/{m}",
+        }
+    assert expected <= tags, sorted(expected - tags)
+    quantities = [e.value for e in acc.Scalars("dus/quantity/a")]
+    assert all(1 <= q <= 15 for q in quantities)
+
+
+def test_monitoring_instances_are_held_out(ppo_run: Path) -> None:
+    config = read_run_config(ppo_run)
+    monitor = config["eval_monitor_instances"]
+    check_disjoint(instance_set("train"), monitor)
+    assert monitor == instance_set("eval")[-2:]
+    # evaluate.py's instances (the first half of the eval set) are untouched by training
+    assert not set(map(json.dumps, monitor)) & set(map(json.dumps, instance_set("eval", 32)))
+
+
+def test_train_rejects_bad_arguments(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--algo 'dqn'"):
+        train.main(train.Args(algo="dqn", output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--env-kwargs"):
+        train.main(train.Args(env_kwargs="[1]", output_dir=str(tmp_path)))
+
+
+def test_loaded_agent_acts_and_evaluate_runs(ppo_run: Path, tmp_path: Path) -> None:
+    agent = load_agent(ppo_run)
+    assert agent.obs_rms is not None
+    out = tmp_path / "episodes.jsonl"
+    summary = evaluate.main(
+        evaluate.Args(policies=[str(ppo_run), "uniform", "fixed:1,2", "dus_h"], n_episodes=2, output=str(out),
+                      workers=1)
+    )
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(records) == 4 * 2
+    eval_set = instance_set("eval", 2)
+    for r in records:
+        assert len(r["quantities"]) == TINY["n_steps"]
+        assert {k: r["instance"][k] for k in ("split_seed", "init_seed", "data_seed")} == eval_set[r["episode"]]
+        assert 0.0 <= r["test"]["accuracy"] <= 1.0
+    # paired: the same instance and batch order for every policy, so uniform and dus_h at step 1 agree
+    by = {(r["policy"], r["episode"]): r for r in records}
+    assert by[("uniform", 0)]["instance"] == by[("dus_h", 0)]["instance"]
+    assert by[("fixed:1,2", 1)]["quantities"][0] == [5, 11]
+    assert set(summary["policies"]) == {ppo_run.name, "uniform", "fixed:1,2", "dus_h"}
+    assert summary["policies"]["dus_h"]["minus_dus_h"]["mean"] == 0.0
+    assert (tmp_path / "summary.json").is_file()
+
+
+def test_evaluate_expands_every_fixed_ratio() -> None:
+    specs = evaluate.expand_policies(["uniform", "fixed:all"])
+    assert specs[0] == "uniform" and len(specs) == 9
+    assert "fixed:0.25,4" in specs and "fixed:4,0.25" in specs
+
+
+def test_evaluate_refuses_training_instances(ppo_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="held-out"):
+        evaluate.main(evaluate.Args(policies=[str(ppo_run)], instances="train", output=str(tmp_path / "x.jsonl")))
+
+
+@pytest.mark.parametrize("module", [train, evaluate, reinforce])
+def test_help_documents_every_flag(module: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.cli import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(module.Args, ["--help"])
+    text = capsys.readouterr().out
+    for name, doc in field_docs(module.Args).items():
+        assert "--" + name.replace("_", "-") in text
+        assert doc.split()[0] in text
+
+
+def test_reinforce_trains_and_evaluates(tmp_path: Path) -> None:
+    result = reinforce.main(
+        reinforce.Args(env_kwargs=json.dumps({**TINY, "n_steps": 2}), episodes=4, batch_episodes=2, eval_episodes=1,
+                       output_dir=str(tmp_path))
+    )
+    run_dir = Path(result["run_dir"])
+    assert (run_dir / "policy.pt").is_file()
+    assert len(result["eval_accuracy"]) == 1 and 0.0 <= result["eval_accuracy"][0] <= 1.0
+    assert list(run_dir.glob("events.out.tfevents.*"))
+
+
+def test_returns_to_go() -> None:
+    np.testing.assert_allclose(reinforce.returns_to_go([1.0, 2.0, 3.0], 0.5), [1 + 1 + 0.75, 2 + 1.5, 3.0])
