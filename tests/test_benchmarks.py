@@ -20,8 +20,9 @@ from benchmarks import compare
 from benchmarks.cli import field_docs, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
+# Few linear-probe iterations: the final test metrics are only compared, not judged, here.
 TINY = ["--datasets", "synthetic:tiny", "--n-steps", "2", "--iterations-per-step", "2", "--base-batch", "8",
-        "--no-progress", "--n-resamples", "200"]
+        "--no-progress", "--n-resamples", "200", "--env-kwargs", '{"run_config": {"probe_steps": 5}}']
 
 
 def tiny_argv(
@@ -155,7 +156,7 @@ def test_trained_agent_run_folder_is_a_policy(tmp_path: Path) -> None:
     # An agent for other spaces is refused with both spaces named.
     with pytest.raises(RuntimeError, match="action_space"):
         compare.main([*tiny_argv(tmp_path / "o2", "--no-plots", policies=(str(run_dir),), seeds=1),
-                      "--env-kwargs", '{"levels": 5}'])
+                      "--env-kwargs", '{"levels": 5, "run_config": {"probe_steps": 5}}'])
 
 
 def fake_record(policy: str, dataset: str, seed: int, accuracy: float) -> dict[str, Any]:
