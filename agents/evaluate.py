@@ -94,53 +94,39 @@ def resolve_setting(args: Args) -> tuple[str, dict[str, Any], str]:
 
 
 def run_episode(job: dict[str, Any]) -> dict[str, Any]:
-    """One episode of one policy on one instance (a module-level function for the process pool)."""
+    """One episode of one policy on one instance (a module-level function for the process pool).
+
+    The episode itself is :func:`dus_gym.evaluation.run_episode`; this adds the
+    policy, the episode index and the final validation metrics (what each
+    reward option is the change of; the start is the same for every policy
+    of an instance).
+    """
     import gymnasium as gym
     import torch
 
     import dus_gym  # noqa: F401
     from dus_gym.agent_io import load_agent
+    from dus_gym.evaluation import run_episode as play
     from dus_gym.policies import make_policy
 
     torch.set_num_threads(1)
     env = gym.make(job["env_id"], **job["env_kwargs"])
     policy = job["policy"]
     agent: Any = load_agent(policy) if is_run_folder(policy) else make_policy(policy, env, job["seed"])
-    obs, info = env.reset(seed=job["seed"], options={"instance": job["instance"]})
-    val_start = val_metrics(info)
-    quantities: list[list[int]] = []
-    ret, done, terminated = 0.0, False, False
-    while not done:
-        action, _ = agent.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
-        ret += float(reward)
-        quantities.append([int(q) for q in info["quantities"]])
-        done = terminated or truncated
-    test = info.get("test") or env.unwrapped.test_metrics()  # type: ignore[attr-defined]
+    record = play(env, agent, seed=job["seed"], options={"instance": job["instance"]})
+    unwrapped: Any = env.unwrapped
+    if record["test"] is None:  # diverged: the broken model's test metrics
+        record["test"] = unwrapped.test_metrics()
+    val = unwrapped.run.evaluate("val")
     return {
         "policy": policy_label(policy),
         "policy_spec": policy,
         "episode": job["episode"],
-        "instance": info_instance(env),
-        "modalities": list(env.unwrapped.modalities),  # type: ignore[attr-defined]
-        "return": ret,
-        "val_start": val_start,
-        "val_final": val_metrics(info),
-        "diverged": bool(terminated),
-        "test": test,
-        "quantities": quantities,
-        "mean_quantities": np.mean(quantities, axis=0).tolist(),
+        "modalities": list(unwrapped.modalities),
+        **record,
+        "val_final": {"accuracy": val.accuracy, "f1": val.macro_f1, "loss": val.loss},
+        "mean_quantities": np.mean(record["quantities"], axis=0).tolist(),
     }
-
-
-def info_instance(env: Any) -> dict[str, Any]:
-    """The instance the env's last reset used (seeds and dataset overrides)."""
-    return dict(env.unwrapped.instance)
-
-
-def val_metrics(info: dict[str, Any]) -> dict[str, float]:
-    """The validation metrics each reward option is the change of (accuracy, macro-F1, loss)."""
-    return {"accuracy": info["val_accuracy"], "f1": info["val_macro_f1"], "loss": info["val_loss"]}
 
 
 def interval(values: Sequence[float] | np.ndarray, seed: int = 0) -> Interval:
