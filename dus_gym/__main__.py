@@ -4,9 +4,11 @@
     python -m dus_gym --seeds 10 --policies uniform dus_h:2
 
 Every policy meets the same instances (seed k gives the same split, model
-initialisation and batch order to each policy), and the table reports fused
-test accuracy, each modality's branch accuracy and linear-probe accuracy,
-mean +- standard deviation over the seeds.
+initialisation and batch order to each policy: the k-th instance of the
+held-out ``eval`` set of :mod:`dus_gym.instances`, so the shipped PPO agent
+of ``agents/pretrained/dus_v0_ppo``, played on DUS-v0, never trained on
+them), and the table reports fused test accuracy, each modality's branch
+accuracy and linear-probe accuracy, mean +- standard deviation over the seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -23,8 +26,14 @@ import torch
 from tqdm.auto import tqdm
 
 import dus_gym
+from dus_gym.agent_io import load_agent
 from dus_gym.evaluation import mean_std, run_episode
+from dus_gym.instances import instance_set
 from dus_gym.policies import make_policy
+
+PRETRAINED_AGENT = Path(__file__).resolve().parents[1] / "agents" / "pretrained" / "dus_v0_ppo"
+"""The shipped PPO sampler for DUS-v0 (agents/train.py; docs/agents.md), in a source checkout."""
+AGENT_LABEL = "ppo-agent"
 
 
 @dataclass
@@ -43,6 +52,8 @@ class Args:
     """torch device: auto (CUDA if present), cpu, cuda"""
     json_out: str | None = None
     """also write every episode's record to this JSON file"""
+    agent: str = str(PRETRAINED_AGENT)
+    """run folder of a trained DUS-v0 agent played beside the built-in policies on DUS-v0 ('none' skips it)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -80,14 +91,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(1)  # small models: one thread is fastest and reproducible
     cells = [(env_id, policy) for env_id in args.env_ids for policy in args.policies]
+    # Every policy meets the same held-out instances (the 'eval' set): the agent never trained on them.
+    held_out = instance_set("eval", args.seeds)
+    agent_dir = Path(args.agent)
+    if args.agent != "none" and "DUS-v0" in args.env_ids:
+        if not (agent_dir / "model.zip").is_file():
+            print(f"no trained agent in {agent_dir} (agents/train.py writes one); skipping it", file=sys.stderr)
+        elif args.n_steps != 30 or args.method != "joint":
+            print("the pretrained agent plays DUS-v0 with 30 epochs, joint training; skipping it", file=sys.stderr)
+        else:
+            cells.insert(max(k for k, c in enumerate(cells) if c[0] == "DUS-v0") + 1, ("DUS-v0", AGENT_LABEL))
     records: list[dict[str, Any]] = []
     with tqdm(total=len(cells) * args.seeds, desc="episodes", unit="ep") as bar:
         for env_id, spec in cells:
             env = gym.make(env_id, n_steps=args.n_steps, method=args.method, device=args.device)
-            policy = make_policy(spec, env, seed=0)
+            policy: Any = load_agent(agent_dir) if spec == AGENT_LABEL else make_policy(spec, env, seed=0)
             for seed in range(args.seeds):
                 bar.set_postfix_str(f"{env_id} {spec} seed {seed}")
-                record = run_episode(env, policy, seed=seed)
+                record = run_episode(env, policy, seed=seed, options={"instance": held_out[seed]})
                 records.append({"env_id": env_id, "policy": spec, "seed": seed, **record})
                 bar.update()
             env.close()
