@@ -61,6 +61,8 @@ class Args:
     """JSON-lines file of the episodes (overwritten); summary.json is written next to it"""
     workers: int = 2
     """parallel worker processes (one torch thread each)"""
+    summarize_only: bool = False
+    """recompute summary.json (and the table) from an existing --output file instead of running episodes"""
 
 
 def expand_policies(policies: Sequence[str]) -> list[str]:
@@ -168,7 +170,36 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
             )
             for k, v in entry.items()
         }
+    summary["reward_signal"] = reward_signal(by_policy, episodes)
     return summary
+
+
+def reward_signal(by_policy: dict[str, dict[int, dict[str, Any]]], episodes: Sequence[int]) -> dict[str, Any]:
+    """How well each reward option ranks the policies of an instance by their test accuracy.
+
+    The return of an episode under reward option ``r`` is the final minus the
+    initial validation metric; the initial one is the same for every policy
+    of an instance, so the final one ranks them. Per instance: the Spearman
+    correlation, across policies, between that final metric (``-loss`` for
+    the loss) and the fused test accuracy; then the mean and 95% interval
+    over instances. Needs three or more policies.
+    """
+    from scipy import stats
+
+    if len(by_policy) < 3 or not all("val_final" in e for eps in by_policy.values() for e in eps.values()):
+        return {}
+    out: dict[str, Any] = {}
+    for metric, sign in (("accuracy", 1.0), ("f1", 1.0), ("loss", -1.0)):
+        rhos = []
+        for e in episodes:
+            val = [sign * by_policy[p][e]["val_final"][metric] for p in by_policy]
+            test = [by_policy[p][e]["test"]["accuracy"] for p in by_policy]
+            if len(set(val)) > 1 and len(set(test)) > 1:
+                rhos.append(float(stats.spearmanr(val, test).statistic))
+        if rhos:
+            ci = interval(rhos)
+            out[metric] = {"mean": ci.estimate, "low": ci.low, "high": ci.high, "instances": len(rhos)}
+    return out
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -212,20 +243,28 @@ def main(args: Args) -> dict[str, Any]:
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
-    with out.open("w") as f:
-        if args.workers > 1:
-            with ProcessPoolExecutor(args.workers) as pool:
-                results = list(pool.map(run_episode, jobs))
-        else:
-            results = [run_episode(j) for j in jobs]
-        for r in results:
-            f.write(json.dumps(r) + "\n")
-            records.append(r)
+    if args.summarize_only:
+        records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+        if not records:
+            raise ValueError(f"--summarize-only: {out} holds no episode")
+    else:
+        with out.open("w") as f:
+            if args.workers > 1:
+                with ProcessPoolExecutor(args.workers) as pool:
+                    results = list(pool.map(run_episode, jobs))
+            else:
+                results = [run_episode(j) for j in jobs]
+            for r in results:
+                f.write(json.dumps(r) + "\n")
+                records.append(r)
     summary = summarize(records)
     summary.update(env_id=env_id, env_kwargs=env_kwargs, instances=instances, seed=args.seed)
     (out.parent / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{len(records)} episodes on {args.n_episodes} held-out instances of {instances!r} ({env_id}, {env_kwargs})")
     print(markdown_table(summary))
+    for metric, rho in summary["reward_signal"].items():
+        print(f"reward {metric}: Spearman(final validation {metric}, test accuracy) across policies = "
+              f"{rho['mean']:.2f} [{rho['low']:.2f}, {rho['high']:.2f}] over {rho['instances']} instances")
     return summary
 
 

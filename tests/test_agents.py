@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("tensorboard")
 
-from agents import evaluate, reinforce, train  # noqa: E402
-from benchmarks.cli import field_docs  # noqa: E402
-from dus_gym.agent_io import load_agent, read_run_config  # noqa: E402
-from dus_gym.instances import check_disjoint, instance_set  # noqa: E402
+from agents import evaluate, reinforce, train
+from benchmarks.cli import field_docs
+from dus_gym.agent_io import load_agent, read_run_config
+from dus_gym.instances import check_disjoint, instance_set
 
 TINY = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
 TINY_ALGO = {
@@ -163,3 +163,18 @@ def test_reinforce_trains_and_evaluates(tmp_path: Path) -> None:
 
 def test_returns_to_go() -> None:
     np.testing.assert_allclose(reinforce.returns_to_go([1.0, 2.0, 3.0], 0.5), [1 + 1 + 0.75, 2 + 1.5, 3.0])
+
+
+def test_reward_signal_ranks_policies_per_instance() -> None:
+    def rec(test: float, acc: float, f1: float, loss: float) -> dict[str, Any]:
+        return {"test": {"accuracy": test}, "val_final": {"accuracy": acc, "f1": f1, "loss": loss}}
+
+    # val accuracy and loss order the policies as test accuracy does; f1 the other way round
+    by_policy = {
+        p: {e: rec(t + e, t, -t, 1 - t) for e in range(3)} for p, t in (("x", 0.1), ("y", 0.5), ("z", 0.9))
+    }
+    signal = evaluate.reward_signal(by_policy, [0, 1, 2])
+    assert signal["accuracy"]["mean"] == pytest.approx(1.0)
+    assert signal["loss"]["mean"] == pytest.approx(1.0)
+    assert signal["f1"]["mean"] == pytest.approx(-1.0)
+    assert signal["accuracy"]["instances"] == 3
