@@ -52,7 +52,7 @@ from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_i
 # agents/hyperparams/*.yml holds the same values for rl-zoo3.
 DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": {
-        "n_steps": 128, "batch_size": 64, "n_epochs": 10, "learning_rate": 3e-4, "gamma": 0.99,
+        "n_steps": 64, "batch_size": 64, "n_epochs": 10, "learning_rate": 5e-4, "gamma": 0.99,
         "gae_lambda": 0.95, "ent_coef": 0.01, "clip_range": 0.2, "policy_kwargs": {"net_arch": [64, 64]},
     },
     "a2c": {
