@@ -82,7 +82,7 @@ def plot_final_metrics(rows: Sequence[Row], path: str | Path) -> Path:
         ax.set_title(f"{dataset}, {method}")
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     _pyplot().close(fig)
     return Path(path)
 
@@ -105,7 +105,7 @@ def plot_val_curves(records: Sequence[dict[str, Any]], path: str | Path) -> Path
         ax.set_title(f"{dataset}, {method}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     _pyplot().close(fig)
     return Path(path)
 
@@ -128,7 +128,7 @@ def plot_quantities(records: Sequence[dict[str, Any]], path: str | Path) -> Path
             ax.set_ylabel("examples per iteration")
             ax.grid(alpha=0.3)
         row_axes[0].legend(fontsize=7, ncol=2)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=80)
     _pyplot().close(fig)
     return Path(path)
 
