@@ -42,6 +42,10 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Flag help with defaults; the description (a module docstring) keeps its own line breaks."""
+
+
 def _optional(value: str, convert: Any) -> Any:
     return None if value.lower() == "none" else convert(value)
 
@@ -52,7 +56,7 @@ def parse_args(cls: type[T], argv: Sequence[str] | None = None, description: str
     docs = field_docs(cls)
     parser = argparse.ArgumentParser(
         description=description or (cls.__doc__ or "").strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in docs:
