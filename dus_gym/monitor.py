@@ -69,6 +69,32 @@ class DiscrepancyMonitor:
         else:
             self.cumulative = self.beta * self.cumulative + (1.0 - self.beta) * self.last
 
+    def update_many(self, scores: torch.Tensor) -> None:
+        """Add K iterations' scores at once, shape ``(K, M)``; the same as K calls of :meth:`update`.
+
+        Closed forms of the recursions: running mean
+        ``S_{t+K} = (t S_t + sum_k s_k) / (t + K)``; EMA
+        ``S_{t+K} = beta^K S_t + (1 - beta) sum_k beta^(K-k) s_k`` (k = 1..K),
+        where the first score ever seen initialises S instead.
+        """
+        scores = scores.detach().to(self.cumulative.dtype)
+        k = scores.shape[0]
+        if k == 0:
+            return
+        if self.t == 0:  # S_1 = s_1: start from the first score
+            self.update(scores[0])
+            scores, k = scores[1:], k - 1
+            if k == 0:
+                return
+        t0 = self.t
+        self.t += k
+        self.last = scores[-1]
+        if self.mode == "mean":
+            self.cumulative = (self.cumulative * t0 + scores.sum(dim=0)) / self.t
+        else:
+            powers = self.beta ** torch.arange(k - 1, -1, -1, dtype=scores.dtype, device=scores.device)
+            self.cumulative = self.beta**k * self.cumulative + (1.0 - self.beta) * (powers @ scores)
+
     @property
     def discrepancy(self) -> torch.Tensor:
         """``d_t = S_t - mean_k S_t(k)``, shape ``(M,)``, values in [-1, 1]; sums to 0."""

@@ -43,3 +43,17 @@ def test_state_roundtrip_and_bad_options() -> None:
         DiscrepancyMonitor(2, mode="median")
     with pytest.raises(ValueError, match="beta"):
         DiscrepancyMonitor(2, mode="ema", beta=1.0)
+
+
+def test_batched_update_equals_one_update_per_iteration() -> None:
+    scores = torch.rand(13, 3, generator=torch.Generator().manual_seed(0))
+    for mode in ("mean", "ema"):
+        one, many = DiscrepancyMonitor(3, mode=mode, beta=0.8), DiscrepancyMonitor(3, mode=mode, beta=0.8)
+        for s in scores:
+            one.update(s)
+        many.update_many(scores[:1])  # the first score initialises S
+        many.update_many(scores[1:6])
+        many.update_many(scores[6:])
+        assert many.t == one.t == 13
+        assert torch.allclose(many.cumulative, one.cumulative, atol=1e-6)
+        assert torch.equal(many.last, one.last)

@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from torch.nn import functional as F
 
 from dus_gym.models import MultimodalModel
-from dus_gym.monitor import true_class_score
 
 __all__ = ["Batch", "IterationResult", "Method", "TrainContext", "branch_stats"]
 
@@ -72,10 +70,14 @@ class IterationResult:
 
 
 def branch_stats(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-modality mean cross-entropy and true-class score, each shape ``(M,)``."""
-    losses = torch.stack([F.cross_entropy(b.logits.detach(), b.labels) for b in batches])
-    scores = torch.stack([true_class_score(b.logits, b.labels) for b in batches])
-    return losses, scores
+    """Per-modality mean cross-entropy and true-class score ``s_t(j)``, each shape ``(M,)``.
+
+    Both come from one log-softmax per modality: the loss is ``-mean log p_y``
+    and the score ``mean p_y`` (METHOD.md section 2), as in
+    :func:`~dus_gym.monitor.true_class_score`.
+    """
+    log_py = [torch.log_softmax(b.logits.detach(), dim=1).gather(1, b.labels[:, None]) for b in batches]
+    return torch.stack([-lp.mean() for lp in log_py]), torch.stack([lp.exp().mean() for lp in log_py])
 
 
 class Method(ABC):
