@@ -45,7 +45,7 @@ import gymnasium as gym
 import numpy as np
 
 from benchmarks.cli import parse_args
-from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE
+from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, read_run_config
 from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_instances
 
 # Defaults for a small budget (a few thousand steps of 30-step episodes);
@@ -88,6 +88,8 @@ class Args:
     """total env steps (epochs of the inner training run) over all envs"""
     seed: int = 1
     """seed of the agent, the envs' instance draws and the batch orders"""
+    init_from: str | None = None
+    """continue training the model (and normalisation statistics) of this run folder instead of a new one"""
     normalize: bool = True
     """wrap the envs in VecNormalize (observations and rewards); its statistics are saved"""
     hyperparams: str = "{}"
@@ -157,8 +159,9 @@ def _info_callback_class() -> type:
     class DUSInfoCallback(BaseCallback):
         """Logs the DUS ``info`` of every step under namespaced tags, and one CSV row per finished episode."""
 
-        def __init__(self, modalities: Sequence[str], csv_path: Path) -> None:
+        def __init__(self, modalities: Sequence[str], csv_path: Path, continue_from: Path | None = None) -> None:
             super().__init__()
+            self.continue_from = continue_from
             self.modalities = list(modalities)
             self.csv_path = csv_path
             self._quantities: dict[int, list[list[int]]] = {}
@@ -166,7 +169,13 @@ def _info_callback_class() -> type:
             self._writer: Any = None
 
         def _on_training_start(self) -> None:
+            # A continued run starts its curve with the episodes of the run it continues.
+            previous = self.continue_from.read_text() if self.continue_from and self.continue_from.is_file() else ""
             self._file = self.csv_path.open("w", newline="")
+            self._writer = csv.writer(self._file)
+            if previous:
+                self._file.write(previous)
+                return
             header = ["timesteps", "episode_return", "episode_length", "test_accuracy", "test_macro_f1"]
             header += [f"test_branch_accuracy_{m}" for m in self.modalities]
             header += [f"test_probe_accuracy_{m}" for m in self.modalities]
@@ -317,7 +326,10 @@ def main(args: Args) -> Path:
     )
     eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
     if args.normalize:
-        train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=hyperparams.get("gamma", 0.99))
+        if args.init_from and (Path(args.init_from) / VECNORMALIZE_FILE).is_file():
+            train_env = VecNormalize.load(str(Path(args.init_from) / VECNORMALIZE_FILE), train_env)
+        else:
+            train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=hyperparams.get("gamma", 0.99))
         # EvalCallback copies the training statistics into it before each evaluation.
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
     modalities = train_env.get_attr("modalities")[0]
@@ -330,6 +342,7 @@ def main(args: Args) -> Path:
         "eval_monitor_instances": monitor_set,
         "modalities": modalities,
         "hyperparameters": hyperparams,
+        "init_from": args.init_from,  # when set, the model keeps that run's hyperparameters
         "versions": {
             "dus_gym": dus_gym.__version__, "stable_baselines3": stable_baselines3.__version__,
             "torch": torch.__version__, "gymnasium": gym.__version__,
@@ -338,14 +351,25 @@ def main(args: Args) -> Path:
     }
     (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
 
-    algo_cls = {"ppo": PPO, "a2c": A2C}[args.algo]
+    algo_cls: Any = {"ppo": PPO, "a2c": A2C}[args.algo]
     # A deep copy: SB3 adds entries (A2C's optimizer class) to the policy_kwargs it is given.
-    model = algo_cls(
-        "MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose, **copy.deepcopy(hyperparams)
-    )
+    if args.init_from:
+        start_config = read_run_config(args.init_from)
+        if start_config["algo"] != args.algo:
+            raise ValueError(
+                f"--init-from {args.init_from}: its algo is {start_config['algo']!r}, not --algo {args.algo!r}"
+            )
+        model = algo_cls.load(Path(args.init_from) / MODEL_FILE, env=train_env, device=args.device)
+        model.set_random_seed(args.seed)
+    else:
+        model = algo_cls(
+            "MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose,
+            **copy.deepcopy(hyperparams),
+        )
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
 
-    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv")]
+    previous_csv = Path(args.init_from) / "episodes.csv" if args.init_from else None
+    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv)]
     per_env = max(1, args.num_envs)
     if args.checkpoint_freq > 0:
         callbacks.append(
@@ -362,7 +386,10 @@ def main(args: Args) -> Path:
             )
         )
     start = time.time()
-    model.learn(args.total_timesteps, callback=CallbackList(callbacks), progress_bar=args.progress_bar)
+    model.learn(
+        args.total_timesteps, callback=CallbackList(callbacks), progress_bar=args.progress_bar,
+        reset_num_timesteps=not args.init_from,
+    )
     model.save(run_dir / MODEL_FILE)
     if args.normalize:
         train_env.save(str(run_dir / VECNORMALIZE_FILE))

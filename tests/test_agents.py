@@ -178,3 +178,18 @@ def test_reward_signal_ranks_policies_per_instance() -> None:
     assert signal["loss"]["mean"] == pytest.approx(1.0)
     assert signal["f1"]["mean"] == pytest.approx(-1.0)
     assert signal["accuracy"]["instances"] == 3
+
+
+def test_init_from_continues_a_run(ppo_run: Path, tmp_path: Path) -> None:
+    args = tiny_args(tmp_path, "ppo", 1)
+    args.init_from, args.total_timesteps, args.eval_freq, args.checkpoint_freq = str(ppo_run), 8, 0, 0
+    run_dir = train.main(args)
+    config = read_run_config(run_dir)
+    assert config["init_from"] == str(ppo_run)
+    assert config["timesteps_done"] >= read_run_config(ppo_run)["timesteps_done"] + 8
+    before = (ppo_run / "episodes.csv").read_text().splitlines()
+    after = (run_dir / "episodes.csv").read_text().splitlines()
+    assert after[: len(before)] == before and len(after) > len(before)
+    with pytest.raises(ValueError, match="its algo is 'ppo'"):
+        train.main(train.Args(algo="a2c", init_from=str(ppo_run), env_id="DUS-Synthetic-v0",
+                              env_kwargs=json.dumps(TINY), num_envs=1, output_dir=str(tmp_path)))
