@@ -69,6 +69,8 @@ class Args:
     """repetitions of (a), alternating env and loop; the median step time counts"""
     num_envs: list[int] = field(default_factory=lambda: [1, 2, 4])
     """numbers of parallel envs in (b)"""
+    scaling_steps: int = 30
+    """steps per env timed in (b), after one warm-up step"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda"""
     encoders: list[str] | None = None
@@ -271,7 +273,7 @@ def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
     kwargs = {
-        "n_steps": args.n_steps + 1, "iterations_per_step": args.iterations_per_step,
+        "n_steps": args.scaling_steps + 2, "iterations_per_step": args.iterations_per_step,
         "base_batch": args.base_batch, "device": args.device,
     }
     rows = []
@@ -283,12 +285,12 @@ def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
             action = np.stack([venv.get_attr("rule", [i])[0].uniform_action for i in range(n)])
             venv.step(action)  # warm-up step, untimed
             start = time.perf_counter()
-            for _ in range(args.n_steps - 1):  # the episode's last step (test, probes) stays out
+            for _ in range(args.scaling_steps):  # the episode's last step (test, probes) stays out
                 venv.step(action)
             wall = time.perf_counter() - start
         finally:
             venv.close()
-        rows.append({"num_envs": n, "env_steps_per_s": n * (args.n_steps - 1) / wall})
+        rows.append({"num_envs": n, "env_steps_per_s": n * args.scaling_steps / wall})
     base = rows[0]["env_steps_per_s"] / rows[0]["num_envs"]
     for row in rows:
         row["speedup"] = row["env_steps_per_s"] / base

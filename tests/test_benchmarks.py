@@ -242,7 +242,7 @@ def test_hand_written_loop_trains_and_tracks_scores() -> None:
 def test_parallel_env_scaling_measures_each_count(tmp_path: Path) -> None:
     from benchmarks import throughput
 
-    args = parse_args(throughput.Args, ["--n-steps", "3", "--iterations-per-step", "2", "--base-batch", "8",
+    args = parse_args(throughput.Args, ["--scaling-steps", "2", "--iterations-per-step", "2", "--base-batch", "8",
                                         "--num-envs", "1", "2", "--device", "cpu"])
     rows = throughput.scaling(args, "synthetic:tiny")
     assert [r["num_envs"] for r in rows] == [1, 2] and rows[0]["speedup"] == pytest.approx(1.0)
