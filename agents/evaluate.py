@@ -13,7 +13,8 @@ Writes one JSON line per episode (policy, instance, final test metrics,
 return, the quantities of every step) to ``--output``, and ``summary.json``
 beside it: per policy the mean and 95% bootstrap interval of the fused test
 accuracy, macro-F1, branch and probe accuracies; and per policy its paired
-difference to ``dus_h`` and to the best fixed ratio of each instance.
+difference to ``dus_h`` and to the best fixed ratio of each instance
+(``uniform`` counts as the ratio 1:1).
 Prints the summary as a Markdown table.
 """
 
@@ -143,7 +144,8 @@ def summarize(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         by_policy.setdefault(r["policy"], {})[r["episode"]] = r
     modalities = records[0]["modalities"]
     episodes = sorted(set.intersection(*(set(v) for v in by_policy.values())))
-    fixed = [p for p in by_policy if p.startswith("fixed:")]
+    # uniform is the 1:1 fixed ratio
+    fixed = [p for p in by_policy if p.startswith("fixed:") or p == "uniform"]
     best_fixed = (
         np.max([[by_policy[p][e]["test"]["accuracy"] for e in episodes] for p in fixed], axis=0) if fixed else None
     )
