@@ -193,3 +193,36 @@ def test_init_from_continues_a_run(ppo_run: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="its algo is 'ppo'"):
         train.main(train.Args(algo="a2c", init_from=str(ppo_run), env_id="DUS-Synthetic-v0",
                               env_kwargs=json.dumps(TINY), num_envs=1, output_dir=str(tmp_path)))
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize(
+    ("folder", "env_id", "env_kwargs"),
+    [("dus_v0_ppo", "DUS-v0", {}), ("shortcut_ppo", "DUS-Synthetic-v0", {"n_steps": 15})],
+)
+def test_shipped_agents_load_and_act(folder: str, env_id: str, env_kwargs: dict[str, Any]) -> None:
+    import gymnasium as gym
+
+    run_dir = REPO / "agents" / "pretrained" / folder
+    agent = load_agent(run_dir)
+    config = read_run_config(run_dir)
+    assert config["env_id"] == env_id and config["env_kwargs"] == env_kwargs
+    check_disjoint(instance_set(config["train_instances"]), config["eval_monitor_instances"])
+    env = gym.make(env_id, **env_kwargs)
+    assert agent.model.observation_space == env.observation_space
+    obs = env.observation_space.sample()
+    action, _ = agent.predict(obs, deterministic=True)
+    assert env.action_space.contains(action)
+    assert (run_dir / "learning_curve.png").is_file()
+    summary = json.loads((run_dir / "heldout" / "summary.json").read_text())
+    assert summary["episodes"] >= 10
+
+
+@pytest.mark.slow
+def test_main_job_plays_the_shipped_agent(capsys: pytest.CaptureFixture[str]) -> None:
+    from dus_gym.__main__ import main
+
+    assert main(["--env-ids", "DUS-v0", "--policies", "uniform", "--seeds", "1", "--device", "cpu"]) == 0
+    assert "ppo-agent" in capsys.readouterr().out
