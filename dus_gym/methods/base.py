@@ -76,8 +76,14 @@ def branch_stats(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
     and the score ``mean p_y`` (METHOD.md section 2), as in
     :func:`~dus_gym.monitor.true_class_score`.
     """
-    log_py = [torch.log_softmax(b.logits.detach(), dim=1).gather(1, b.labels[:, None]) for b in batches]
-    return torch.stack([-lp.mean() for lp in log_py]), torch.stack([lp.exp().mean() for lp in log_py])
+    if all(b.labels is batches[0].labels for b in batches):
+        # Same examples in every branch (uniform joint training): one batched pass.
+        logits = torch.stack([b.logits.detach() for b in batches])  # (M, n, C)
+        labels = batches[0].labels.expand(len(batches), -1)[..., None]  # (M, n, 1)
+        log_py = torch.log_softmax(logits, dim=2).gather(2, labels)
+        return -log_py.mean(dim=(1, 2)), log_py.exp().mean(dim=(1, 2))
+    log_pys = [torch.log_softmax(b.logits.detach(), dim=1).gather(1, b.labels[:, None]) for b in batches]
+    return torch.stack([-lp.mean() for lp in log_pys]), torch.stack([lp.exp().mean() for lp in log_pys])
 
 
 class Method(ABC):
