@@ -32,10 +32,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository r
 
 import numpy as np
 
-from benchmarks.cli import parse_args
 from benchmarks.compare import is_run_folder, policy_label
 from benchmarks.stats import Interval, stratified_bootstrap_ci
 from dus_gym.agent_io import read_run_config
+from dus_gym.cli import parse_args
 from dus_gym.instances import SET_SIZES, instance_set
 
 FIXED_EXPONENTS = (-4, -3, -2, -1, 1, 2, 3, 4)

@@ -26,13 +26,10 @@ state dict) and TensorBoard events (``charts/episodic_return``,
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks.cli
 
 import gymnasium as gym
 import numpy as np
@@ -41,7 +38,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import dus_gym  # noqa: F401  (registers the env ids)
-from benchmarks.cli import parse_args
+from dus_gym.cli import parse_args
 from dus_gym.instances import instance_set
 
 

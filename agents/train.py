@@ -39,13 +39,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks.cli
-
 import gymnasium as gym
 import numpy as np
 
-from benchmarks.cli import parse_args
 from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, read_run_config
+from dus_gym.cli import parse_args
 from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_instances
 
 # Defaults for a small budget (a few thousand steps of 30-step episodes);

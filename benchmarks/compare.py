@@ -33,8 +33,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.cli import parse_args
 from benchmarks.stats import Interval
+from dus_gym.cli import parse_args
 
 # benchmarks.stats loads scipy; the functions that need it import it themselves,
 # so worker processes that only run cells start faster.

@@ -24,21 +24,17 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-from benchmarks.cli import parse_args
+from dus_gym.cli import parse_args
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
 from dus_gym.models import build_model

@@ -13,11 +13,10 @@ accuracy and linear-probe accuracy, mean +- standard deviation over the seeds.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 import dus_gym
+from dus_gym import cli
 from dus_gym.agent_io import load_agent
 from dus_gym.evaluation import mean_std, run_episode
 from dus_gym.instances import instance_set
@@ -57,34 +57,8 @@ class Args:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
-    parser = argparse.ArgumentParser(
-        prog="python -m dus_gym", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    docs = _field_docs()
-    for f in fields(Args):
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, list):
-            parser.add_argument(flag, nargs="+", default=default, help=f"{docs[f.name]} (default: %(default)s)")
-        else:
-            kind = int if isinstance(default, int) else str
-            parser.add_argument(flag, type=kind, default=default, help=f"{docs[f.name]} (default: %(default)s)")
-    return Args(**vars(parser.parse_args(argv)))
-
-
-def _field_docs() -> dict[str, str]:
-    """The docstring under each Args field, read from the source (as CleanRL's tyro does)."""
-    import ast
-    import inspect
-    import itertools
-
-    tree = ast.parse(inspect.getsource(Args))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for node, nxt in itertools.pairwise(body):
-        if isinstance(node, ast.AnnAssign) and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant):
-            docs[node.target.id] = str(nxt.value.value)  # type: ignore[union-attr]
-    return docs
+    """``--help`` and flags generated from :class:`Args` (:mod:`dus_gym.cli`)."""
+    return cli.parse_args(Args, argv, description=__doc__, prog="python -m dus_gym")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,8 +14,8 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("tensorboard")
 
 from agents import evaluate, reinforce, train
-from benchmarks.cli import field_docs
 from dus_gym.agent_io import load_agent, read_run_config
+from dus_gym.cli import field_docs
 from dus_gym.instances import check_disjoint, instance_set
 
 TINY = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
@@ -140,7 +140,7 @@ def test_evaluate_refuses_training_instances(ppo_run: Path, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("module", [train, evaluate, reinforce])
 def test_help_documents_every_flag(module: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.cli import parse_args
+    from dus_gym.cli import parse_args
 
     with pytest.raises(SystemExit):
         parse_args(module.Args, ["--help"])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from benchmarks import compare
-from benchmarks.cli import field_docs, parse_args
+from dus_gym.cli import field_docs, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 # Few linear-probe iterations: the final test metrics are only compared, not judged, here.

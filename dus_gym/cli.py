@@ -50,11 +50,14 @@ def _optional(value: str, convert: Any) -> Any:
     return None if value.lower() == "none" else convert(value)
 
 
-def parse_args(cls: type[T], argv: Sequence[str] | None = None, description: str | None = None) -> T:
+def parse_args(
+    cls: type[T], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+) -> T:
     """Parse ``argv`` (default: ``sys.argv[1:]``) into an instance of the dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     parser = argparse.ArgumentParser(
+        prog=prog,
         description=description or (cls.__doc__ or "").strip(),
         formatter_class=_Formatter,
     )
