@@ -27,13 +27,15 @@ from torch.nn import functional as F
 
 from dus_gym.data import MultimodalDataset
 from dus_gym.data.placement import PLACEMENTS, HostResident, channel_stats, fits_on_device
-from dus_gym.methods import TrainContext, make_method
+from dus_gym.methods import IterationResult, TrainContext, make_method
+from dus_gym.methods.base import stacked_branch_stats
 from dus_gym.models import build_model
 from dus_gym.monitor import DiscrepancyMonitor
 
 __all__ = ["RunConfig", "TrainingRun", "TrainStats", "Evaluation", "resolve_device", "macro_f1"]
 
 OPTIMIZERS = ("sgd", "adam")
+_STATS_CHUNK = 64
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -305,14 +307,24 @@ class TrainingRun:
         if iterations < 1:
             raise ValueError(f"iterations must be >= 1, got {iterations}")
         self.model.train()
-        # Per-iteration results are only collected here and reduced once below:
-        # on small models, each extra tensor op per iteration costs a few percent.
-        results = [self.method.train_iteration(self._ctx, counts) for _ in range(iterations)]
-        self.monitor.update_many(torch.stack([r.score for r in results]))
+        # Per-iteration results are reduced in batched passes of up to
+        # _STATS_CHUNK iterations (bounded memory for the kept logits): on small
+        # models, every extra tensor op per iteration costs a few percent.
+        losses, branch_losses, scores = [], [], []
+        pending: list[IterationResult] = []
+        for i in range(iterations):
+            pending.append(self.method.train_iteration(self._ctx, counts))
+            if len(pending) == _STATS_CHUNK or i == iterations - 1:
+                chunk_loss, chunk_score = stacked_branch_stats([r.batches for r in pending])
+                losses += [r.loss for r in pending]
+                branch_losses.append(chunk_loss)
+                scores.append(chunk_score)
+                pending = []
+        self.monitor.update_many(torch.cat(scores))
         self.iterations += iterations
         self.examples_seen += np.asarray(counts, dtype=np.int64) * iterations
-        loss = torch.stack([r.loss for r in results]).mean()
-        branch = torch.stack([r.branch_loss for r in results]).mean(dim=0)
+        loss = torch.stack(losses).mean()
+        branch = torch.cat(branch_losses).mean(dim=0)
         finite = torch.isfinite(loss) & torch.isfinite(branch).all()
         return TrainStats(loss, branch, finite)
 

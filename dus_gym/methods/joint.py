@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
-from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext, branch_stats
+from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext
 
 __all__ = ["JointMethod"]
 
@@ -50,13 +50,18 @@ class JointMethod(Method):
         loss = F.cross_entropy(fused, y, reduction="sum") / ctx.base_batch
         ctx.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        branch_loss, score = branch_stats(batches)
-        self.modulate_gradients(ctx, batches, score)
+        self.modulate_gradients(ctx, batches)
         ctx.optimizer.step()
-        return IterationResult(loss.detach(), branch_loss, score)
+        return IterationResult(loss.detach(), [Batch(b.logits.detach(), b.labels) for b in batches])
 
-    def modulate_gradients(self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor) -> None:
-        """Hook between backward and the optimizer step; joint leaves gradients alone."""
+    def modulate_gradients(
+        self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor | None = None
+    ) -> None:
+        """Hook between backward and the optimizer step; joint leaves gradients alone.
+
+        ``score``: the iteration's ``s_t`` ``(M,)`` if the caller has it; a
+        method that needs it computes it from ``batches`` otherwise.
+        """
 
     def fuse(self, branch_logits: torch.Tensor) -> torch.Tensor:
         return branch_logits.sum(dim=0)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext, branch_stats
+from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext
 
 __all__ = ["MLAMethod"]
 
@@ -88,9 +88,8 @@ class MLAMethod(Method):
                 self._record_features(j, features.detach())
             ctx.optimizer.step()
             total = total + loss.detach()
-            batches.append(Batch(logits, y))
-        branch_loss, score = branch_stats(batches)
-        return IterationResult(total, branch_loss, score)
+            batches.append(Batch(logits.detach(), y))
+        return IterationResult(total, batches)
 
     def projector(self, j: int) -> torch.Tensor | None:
         """``P_j`` of the class docstring, ``(D + 1, D + 1)``; None before any other modality was seen."""

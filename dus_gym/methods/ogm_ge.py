@@ -39,7 +39,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dus_gym.methods.base import Batch, TrainContext
+from dus_gym.methods.base import Batch, TrainContext, branch_stats
 from dus_gym.methods.joint import JointMethod
 
 __all__ = ["OGMGEMethod", "ogm_coefficients"]
@@ -91,7 +91,11 @@ class OGMGEMethod(JointMethod):
         self.noise = bool(noise)
         self.last_coefficients: torch.Tensor | None = None
 
-    def modulate_gradients(self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor) -> None:
+    def modulate_gradients(
+        self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor | None = None
+    ) -> None:
+        if score is None:
+            score = branch_stats(batches)[1]
         coeff = ogm_coefficients(score, self.alpha)
         self.last_coefficients = coeff
         for j, encoder in enumerate(ctx.model.encoders):
