@@ -8,6 +8,9 @@ Importing the package registers the environment ids:
 
 from __future__ import annotations
 
+import os
+
+import torch
 from gymnasium.envs.registration import register, registry
 
 from dus_gym.budget import QuantityRule, allocate
@@ -41,6 +44,12 @@ __all__ = [
     "record_episode",
     "replay",
 ]
+
+# A process forked after torch ran multi-threaded inherits a dead OpenMP pool and
+# hangs at its first parallel op: that is exactly an async vector env (fork is
+# Linux's default) created after training in the parent. Forked workers run one
+# torch thread each, which is also what N envs in parallel want.
+os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
 EPISODE_STEPS = 30
 ENV_IDS = ("DUS-v0", "DUS-Synthetic-v0")

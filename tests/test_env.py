@@ -237,3 +237,21 @@ def test_sb3_agents_train_a_few_dozen_steps(tiny_env_kwargs, algo) -> None:
     obs, _ = env.reset(seed=0)
     action, _ = model.predict(obs, deterministic=True)
     assert env.action_space.contains(action)
+
+
+def test_async_vector_env_after_multithreaded_training_in_the_parent() -> None:
+    """Fork after torch used its thread pool must not hang the workers (Linux's default start method)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, gymnasium as gym, dus_gym\n"
+        "torch.set_num_threads(2)\n"
+        "env = gym.make('DUS-Synthetic-v0', dataset='synthetic:tiny', n_steps=2, iterations_per_step=2, device='cpu')\n"
+        "env.reset(seed=0); env.step(env.action_space.sample())\n"
+        "v = gym.make_vec('DUS-Synthetic-v0', num_envs=2, vectorization_mode='async', dataset='synthetic:tiny',"
+        " n_steps=2, iterations_per_step=2, device='cpu')\n"
+        "v.reset(seed=0); v.step(v.action_space.sample()); v.close(); print('done')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
