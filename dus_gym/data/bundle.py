@@ -30,12 +30,17 @@ the expectation of any defect; ``load_dataset("bundle:PATH")`` calls it.
 from __future__ import annotations
 
 import json
+import math
+import os
 import re
+import secrets
+import shutil
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -59,6 +64,14 @@ RESERVED = ("labels", "split", "ids", "meta")
 """Array names with a fixed meaning; no modality may use them."""
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _META_FILE = "meta.json"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+"""How a zip archive starts: its first member's header, or the end record of an empty archive."""
+_NPY_MAGIC = bytes(np.lib.format.MAGIC_PREFIX)
+_NPZ_EXPECTED = "a zip archive of .npy arrays, as numpy.savez and save_bundle write"
+_NPY_EXPECTED = "a .npy array file, as numpy.save writes"
+# What reading a damaged archive or array raises, from zipfile, zlib (compressed
+# members) and numpy; each is turned into a BundleError naming the file.
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, KeyError)
 
 
 class BundleError(ValueError):
@@ -143,6 +156,90 @@ def _kind(path: Path) -> str:
     raise BundleError(f"bundle {str(path)!r} is neither a folder nor a .npz file")
 
 
+def _check_start(path: Path, expected: str, signatures: tuple[bytes, ...], where: str) -> None:
+    """Refuse a file that is not a plain file, is empty, or does not start the way its format must.
+
+    Checked before numpy sees the file: numpy reads any file it does not
+    recognise as a pickle and then blames pickle, and reads an empty one to an
+    ``EOFError`` that names no file.
+    """
+    if not path.is_file():
+        raise BundleError(f"{where}: found a folder or special file; expected {expected}")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise BundleError(f"{where}: the file is empty (0 bytes); expected {expected}")
+    if not head.startswith(signatures):
+        if head.startswith(_NPY_MAGIC):
+            found = "a single .npy array"
+        elif head.startswith(_ZIP_SIGNATURES):
+            found = "a zip archive"
+        else:
+            found = f"a file starting with {head!r}"
+        raise BundleError(f"{where}: found {found}; expected {expected}")
+
+
+def _check_npy(f: IO[bytes], size: int, where: str) -> None:
+    """Refuse a ``.npy`` stream of ``size`` bytes whose header is unreadable,
+    whose dtype needs pickle, or whose data is shorter than its header declares."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0), (3, 0)):
+            raise BundleError(f"{where}: .npy format version {version}; expected 1.0, 2.0 or 3.0")
+        # 2.0 and 3.0 differ only in the text encoding of field names, which no size depends on.
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+    except ValueError as err:
+        if isinstance(err, BundleError):
+            raise
+        raise BundleError(
+            f"{where}: the .npy header cannot be read ({err}); the file is truncated or corrupted"
+        ) from None
+    if dtype.hasobject:
+        raise BundleError(
+            f"{where}: dtype {dtype} holds Python objects, which only pickle can read (refused: it could run "
+            "code); store a numeric array"
+        )
+    offset = f.tell()
+    expected = math.prod(shape) * dtype.itemsize
+    if size - offset < expected:
+        raise BundleError(
+            f"{where}: truncated: the header declares shape {tuple(shape)} of {dtype} ({expected} bytes of data) "
+            f"but the file holds {max(size - offset, 0)}; write the array again"
+        )
+
+
+def _open_npz(path: Path) -> np.lib.npyio.NpzFile:
+    """An ``.npz`` bundle opened for reading (close it, or use it in ``with``)."""
+    where = f"bundle {str(path)!r} is not a readable .npz file"
+    _check_start(path, _NPZ_EXPECTED, _ZIP_SIGNATURES, where)
+    try:
+        return np.load(path, allow_pickle=False)
+    except _READ_ERRORS as err:
+        raise BundleError(f"{where}: the zip archive is truncated or corrupted ({err}); write it again") from None
+
+
+def _npz_array(npz: np.lib.npyio.NpzFile, name: str, where: str) -> np.ndarray:
+    """The array ``name`` of an open ``.npz``, its header checked first; damage named at ``where``."""
+    member = f"{name}.npy"
+    archive = npz.zip
+    assert archive is not None, "the NpzFile is closed"  # only None after close()
+    if member not in archive.namelist():
+        raise BundleError(f"{where}: archive member {name!r} is not a .npy array; expected {member}")
+    try:
+        info = archive.getinfo(member)
+        with archive.open(info) as f:
+            _check_npy(f, info.file_size, where)
+        return np.asarray(npz[name])
+    except _READ_ERRORS as err:
+        if isinstance(err, BundleError):
+            raise
+        # CRC mismatch, a damaged zip entry or compressed stream: the bytes changed after writing.
+        raise BundleError(
+            f"{where}: archive member {member} is corrupted ({err}); expected an intact array, write the bundle again"
+        ) from None
+
+
 def read_bundle_meta(path: str | Path) -> BundleMeta:
     """The validated metadata of a bundle, without reading any data array."""
     path = Path(path)
@@ -150,17 +247,15 @@ def read_bundle_meta(path: str | Path) -> BundleMeta:
         meta_path = path / _META_FILE
         if not meta_path.is_file():
             raise BundleError(f"bundle {str(path)!r}: no {_META_FILE}; expected the metadata JSON there")
-        return _parse_meta(meta_path.read_text(encoding="utf-8"), str(meta_path))
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "meta" not in npz.files:
-                raise BundleError(f"bundle {str(path)!r}: no 'meta' array; expected the metadata JSON as a string")
-            meta = npz["meta"]
-    except (zipfile.BadZipFile, OSError, ValueError, AttributeError) as err:
-        # np.load reads a non-zip file as a pickle (refused: ValueError) or an .npy array
-        if isinstance(err, BundleError):
-            raise
-        raise BundleError(f"bundle {str(path)!r} is not a readable .npz file ({err})") from None
+        try:
+            text = meta_path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise BundleError(f"{meta_path}: metadata is not UTF-8 text ({err}); expected a JSON object") from None
+        return _parse_meta(text, str(meta_path))
+    with _open_npz(path) as npz:
+        if "meta" not in npz.files:
+            raise BundleError(f"bundle {str(path)!r}: no 'meta' array; expected the metadata JSON as a string")
+        meta = _npz_array(npz, "meta", f"{path}:meta")
     if meta.shape != () or meta.dtype.kind != "U":
         raise BundleError(
             f"bundle {str(path)!r}: array 'meta' has shape {meta.shape} and dtype {meta.dtype}; "
@@ -170,7 +265,11 @@ def read_bundle_meta(path: str | Path) -> BundleMeta:
 
 
 class _Reader:
-    """Named arrays of a bundle, from an ``.npz`` or memory-mapped from a folder."""
+    """Named arrays of a bundle, from an ``.npz`` or memory-mapped from a folder.
+
+    Every array is checked before numpy loads it (see :func:`_check_npy`), so a
+    damaged file is reported with its path and what is wrong with it.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -178,24 +277,27 @@ class _Reader:
         if self.kind == "folder":
             self.names = {p.stem for p in path.glob("*.npy")}
         else:
-            with np.load(path, allow_pickle=False) as npz:  # read_bundle_meta vetted it
+            with _open_npz(path) as npz:
                 self.names = set(npz.files)
 
     def where(self, name: str) -> str:
         return str(self.path / f"{name}.npy") if self.kind == "folder" else f"{self.path}:{name}"
 
     def get(self, name: str) -> np.ndarray:
+        where = self.where(name)
+        if self.kind == "npz":
+            with _open_npz(self.path) as npz:
+                return _npz_array(npz, name, where)
+        file = self.path / f"{name}.npy"
+        _check_start(file, _NPY_EXPECTED, (_NPY_MAGIC,), where)
+        with open(file, "rb") as f:
+            _check_npy(f, file.stat().st_size, where)
         try:
-            if self.kind == "folder":
-                # "c": copy-on-write, so the arrays are writable (torch warns on
-                # read-only ones) yet the files are never modified.
-                return np.load(self.path / f"{name}.npy", mmap_mode="c", allow_pickle=False)
-            with np.load(self.path, allow_pickle=False) as npz:
-                return npz[name]
-        except ValueError as err:  # object arrays need pickle: refused, they could run code
-            raise BundleError(
-                f"{self.where(name)}: cannot be read without pickle ({err}); store a numeric array"
-            ) from None
+            # "c": copy-on-write, so the arrays are writable (torch warns on
+            # read-only ones) yet the files are never modified.
+            return np.load(file, mmap_mode="c", allow_pickle=False)
+        except _READ_ERRORS as err:  # checked above; this is for a file changed meanwhile
+            raise BundleError(f"{where}: cannot be read ({err}); expected {_NPY_EXPECTED}") from None
 
 
 def _real_array(x: np.ndarray, where: str) -> np.ndarray:
@@ -321,15 +423,50 @@ def save_bundle(
         {m: arrays[m] for m in meta.modalities}, arrays["labels"], meta.class_names,
         name=where, split=arrays.get("split"),
     )
-    if path.suffix == ".npz":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload: dict[str, Any] = {"meta": np.array(meta.to_json()), **arrays}
-        np.savez(path, **payload)
-        return path
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.suffix == ".npz" and path.is_dir():
+        raise BundleError(f"{where}: a folder exists there; expected a new .npz file path")
+    if path.suffix != ".npz" and path.exists() and (not path.is_dir() or any(path.iterdir())):
         raise BundleError(f"{where}: {str(path)!r} exists and is not an empty folder; choose a new path")
-    path.mkdir(parents=True, exist_ok=True)
-    for key, x in arrays.items():
-        np.save(path / f"{key}.npy", x, allow_pickle=False)
-    (path / _META_FILE).write_text(meta.to_json() + "\n", encoding="utf-8")
+    # Written under a temporary name beside `path`, then renamed: an interrupted
+    # save never leaves a half-written bundle under the real name.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = _temporary_sibling(path)
+    try:
+        if path.suffix == ".npz":
+            payload: dict[str, Any] = {"meta": np.array(meta.to_json()), **arrays}
+            with open(staging, "xb") as f:
+                np.savez(f, **payload)
+            os.replace(staging, path)
+            return path
+        staging.mkdir()
+        for key, x in arrays.items():
+            np.save(staging / f"{key}.npy", x, allow_pickle=False)
+        (staging / _META_FILE).write_text(meta.to_json() + "\n", encoding="utf-8")
+        _publish_folder(staging, path)
+    except BaseException:
+        if staging.is_dir():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _temporary_sibling(path: Path) -> Path:
+    """A new, unused hidden name beside ``path``, for writing there and renaming at the end.
+
+    Nothing is created: open it with ``"x"`` or ``mkdir`` it, so the result has
+    the usual permissions (``tempfile`` would create it private to the user).
+    In the same folder, so the final rename stays on one file system.
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _publish_folder(staging: Path, path: Path) -> None:
+    """Rename the finished folder ``staging`` to ``path``, which must not exist or be an empty folder."""
+    if path.is_dir() and not any(path.iterdir()):
+        # An empty folder the caller made for us: renaming a folder onto one is not portable.
+        path.rmdir()
+    if path.exists():
+        raise BundleError(f"{str(path)!r} appeared while the bundle was written; it is kept at {str(staging)!r}")
+    os.rename(staging, path)
