@@ -20,10 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["allocate", "QuantityRule", "BUDGET_MODES", "ACTION_TYPES"]
+__all__ = ["allocate", "default_n_max", "QuantityRule", "BUDGET_MODES", "ACTION_TYPES"]
 
 BUDGET_MODES = ("fixed", "free")
 ACTION_TYPES = ("discrete", "continuous")
+
+
+def default_n_max(base_batch: int) -> int:
+    """The default upper bound on a modality's count per iteration: ``3 * B`` (docs/method.md section 3)."""
+    return 3 * base_batch
 
 
 def allocate(desired: Sequence[float] | np.ndarray, total: int, n_min: int, n_max: int) -> np.ndarray:
@@ -92,7 +97,8 @@ class QuantityRule:
     levels: int = 9
     max_ratio: float = 4.0
     n_min: int = 1
-    n_max: int = 0  # 0: 3 * base_batch, METHOD.md section 3
+    n_max: int = 0
+    """0 (or None): :func:`default_n_max`, 3B"""
 
     def __post_init__(self) -> None:
         if self.budget not in BUDGET_MODES:
@@ -105,8 +111,8 @@ class QuantityRule:
             raise ValueError(f"max_ratio must be > 1, got {self.max_ratio}")
         if self.base_batch < 1:
             raise ValueError(f"base_batch must be >= 1, got {self.base_batch}")
-        if self.n_max == 0:
-            object.__setattr__(self, "n_max", 3 * self.base_batch)
+        if not self.n_max:
+            object.__setattr__(self, "n_max", default_n_max(self.base_batch))
         if not 1 <= self.n_min <= self.base_batch <= self.n_max:
             raise ValueError(
                 f"need 1 <= n_min <= base_batch <= n_max, got n_min={self.n_min}, "

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "RUN_SEED_KEYS",
+    "draw_instance",
     "EVAL_SEED_RANGE",
     "FAMILIES",
     "INSTANCE_KEYS",
@@ -193,3 +195,48 @@ def check_disjoint(train: Iterable[Mapping[str, Any]], evaluation: Iterable[Mapp
                 f"training and evaluation instance sets share {k}={shared[0][k]} (evaluation instance {shared[0]}); "
                 "evaluation must use held-out instances (e.g. the 'eval' set)"
             )
+
+
+RUN_SEED_KEYS = ("split_seed", "init_seed", "sample_seed", "data_seed")
+"""Every seed of one training run, in the order :func:`draw_instance` draws them."""
+
+
+def draw_instance(
+    rng: np.random.Generator,
+    data_seed: int | None = None,
+    instances: Sequence[Mapping[str, Any]] | None = None,
+    given: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The instance of one episode: its run seeds and any dataset overrides.
+
+    Four seeds are drawn from ``rng`` (always, so that the draws that follow
+    do not depend on the options); then ``data_seed`` (the env's fixed
+    synthetic seed) replaces the drawn one, an entry of ``instances`` drawn
+    with ``rng`` replaces what it names, and ``given`` (a reset's
+    ``options["instance"]``) replaces what it names, in that order.
+
+    Returns:
+        ``{"split_seed", "init_seed", "sample_seed", "data_seed": int,
+        ["dataset_kwargs": dict]}``.
+    """
+    drawn: dict[str, Any] = {k: int(v) for k, v in zip(RUN_SEED_KEYS, rng.integers(0, 2**31 - 1, size=4))}
+    if data_seed is not None:
+        drawn["data_seed"] = int(data_seed)
+    if instances is not None:
+        drawn.update(instances[int(rng.integers(len(instances)))])
+    given = dict(given or {})
+    unknown = set(given) - {*RUN_SEED_KEYS, "dataset_kwargs"}
+    if unknown:
+        raise ValueError(
+            f"reset options['instance']: unknown keys {sorted(unknown)}; valid: {[*RUN_SEED_KEYS, 'dataset_kwargs']}"
+        )
+    for k, v in given.items():
+        if k == "dataset_kwargs":
+            if not isinstance(v, Mapping):
+                raise ValueError(f"reset options['instance']: dataset_kwargs={v!r}; expected a dict")
+            drawn[k] = dict(v)
+        elif isinstance(v, bool) or not float(v).is_integer() or not 0 <= int(v) < 2**31:
+            raise ValueError(f"reset options['instance']: {k}={v!r}; expected an integer seed in [0, 2**31)")
+        else:
+            drawn[k] = int(v)
+    return drawn

@@ -1,4 +1,4 @@
-"""The cumulative modality discrepancy (METHOD.md section 2).
+"""The cumulative modality discrepancy (docs/method.md section 2).
 
 At iteration t, modality j scores ``s_t(j)``: the mean probability its own
 unimodal logits give to the true class over its ``n_j`` examples. The
@@ -18,19 +18,34 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["DiscrepancyMonitor", "MONITOR_MODES", "true_class_score"]
+__all__ = ["DiscrepancyMonitor", "MONITOR_MODES", "loss_and_score", "true_class_score"]
 
 MONITOR_MODES = ("mean", "ema")
 
 
-def true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``s = mean_i softmax(logits_i)[y_i]``: a 0-d tensor in [0, 1].
+def loss_and_score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A branch's mean cross-entropy and its score ``s_t = mean_i softmax(logits_i)[y_i]``.
+
+    The one implementation of ``s_t`` (docs/method.md section 2): both come
+    from one log-softmax, so the training loop gets the per-modality loss of
+    the observation for free.
 
     Args:
-        logits: shape ``(n, C)``; labels: shape ``(n,)``, int64.
+        logits: shape ``(..., n, C)``, any leading batch shape (e.g. K
+            iterations of one modality); detached here.
+        labels: int64, shape ``(..., n)``.
+
+    Returns:
+        ``(loss, score)``, each of the leading shape ``(...)``: the loss in
+        nats (>= 0), the score in [0, 1].
     """
-    probs = torch.softmax(logits.detach(), dim=1)
-    return probs.gather(1, labels[:, None]).mean()
+    log_py = torch.log_softmax(logits.detach(), dim=-1).gather(-1, labels[..., None]).squeeze(-1)
+    return -log_py.mean(dim=-1), log_py.exp().mean(dim=-1)
+
+
+def true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``s_t`` alone: :func:`loss_and_score`'s score, a 0-d tensor in [0, 1] for ``(n, C)`` logits."""
+    return loss_and_score(logits, labels)[1]
 
 
 class DiscrepancyMonitor:

@@ -10,8 +10,8 @@ name       behaviour
 =========  ==============================================================
 uniform    every modality gets B examples: ordinary training
 random     a random action each step (from the policy's own seed)
-fixed      constant weights, e.g. ``fixed:1,2`` (the control of METHOD.md s.7)
-dus_h      the DUS heuristic of METHOD.md section 4, ``dus_h:LAM``
+fixed      constant weights, e.g. ``fixed:1,2`` (the control of docs/method.md section 7)
+dus_h      the DUS heuristic of docs/method.md section 4 (dus_gym.heuristic), ``dus_h:LAM``
 oracle     one-step lookahead from env snapshots, ``oracle:K`` (a reference, not a policy
            one can deploy: it reads the validation gain; see dus_gym/oracle.py)
 =========  ==============================================================
@@ -27,9 +27,10 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dus_gym.budget import QuantityRule, allocate
+from dus_gym.budget import QuantityRule
 from dus_gym.envs.dus_env import DUSEnv, ObservationLayout
 from dus_gym.evaluation import Predictor
+from dus_gym.heuristic import dus_h_quantities, dus_h_weights
 
 __all__ = [
     "POLICIES",
@@ -41,41 +42,6 @@ __all__ = [
     "dus_h_quantities",
     "make_policy",
 ]
-
-
-def dus_h_quantities(
-    scores: Sequence[float] | np.ndarray, base_batch: int, lam: float = 1.0, n_min: int = 1, n_max: int | None = None
-) -> np.ndarray:
-    """The DUS-H counts of METHOD.md section 4 (fixed budget).
-
-    ``n_j = B * (1 - lam * d_t(j) / mean_k S_t(k))`` with ``d_t(j) = S_t(j) -
-    mean_k S_t(k)``, then clipped to ``[n_min, n_max]`` and rounded so that the
-    counts sum to exactly ``M * B`` (:func:`~dus_gym.budget.allocate`).
-
-    Args:
-        scores: cumulative scores ``S_t``, shape ``(M,)``, in [0, 1].
-        base_batch: B.
-        lam: strength >= 0; 0 is uniform sampling.
-
-    Returns:
-        int64 counts of shape ``(M,)``. Before any score exists (all zero) the
-        counts are uniform.
-    """
-    S = np.asarray(scores, dtype=np.float64)
-    if lam < 0:
-        raise ValueError(f"dus_h: lam must be >= 0, got {lam}")
-    m = len(S)
-    n_max = 3 * base_batch if n_max is None else n_max
-    return allocate(dus_h_weights(S, lam), m * base_batch, n_min, n_max)
-
-
-def dus_h_weights(scores: np.ndarray, lam: float) -> np.ndarray:
-    """``1 - lam * d / mean(S)`` floored at a tiny positive value, shape ``(..., M)``."""
-    S = np.asarray(scores, dtype=np.float64)
-    mean = S.mean(axis=-1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w = np.where(mean > 0, 1.0 - lam * (S - mean) / mean, 1.0)
-    return np.maximum(w, 1e-3)
 
 
 class BuiltinPolicy(ABC):
@@ -149,7 +115,7 @@ class RandomPolicy(BuiltinPolicy):
 
 
 class DUSHeuristicPolicy(BuiltinPolicy):
-    """DUS-H (METHOD.md section 4): a lagging modality gets more samples,
+    """DUS-H (docs/method.md section 4, :mod:`dus_gym.heuristic`): a lagging modality gets more samples,
     in proportion to how far it lags: ``n_j = B (1 - lam d_j / mean S)``.
 
     The env's action grid is coarser than the formula (discrete levels are
@@ -158,8 +124,7 @@ class DUSHeuristicPolicy(BuiltinPolicy):
 
     def __init__(self, env: gym.Env[Any, Any], lam: float = 1.0) -> None:
         super().__init__(env)
-        if lam < 0:
-            raise ValueError(f"dus_h: lam must be >= 0, got {lam}")
+        dus_h_weights(np.zeros(len(self.layout.modalities)), lam)  # checks lam
         self.lam = lam
 
     def _act(self, obs: np.ndarray) -> np.ndarray:

@@ -2,24 +2,29 @@
 
 A :class:`TrainingRun` trains a multimodal model from scratch, some iterations
 at a time, with per-modality sample quantities chosen by the caller, and
-evaluates it on any split. It is the whole of the work behind the env; the env
-only turns actions into quantities and the run's state into observations.
+reports what happened. It is the whole of the work behind the env: the env
+only turns actions into counts and :class:`StepReport` into observations.
 
 Use it directly to plug DUS into a plain training loop::
 
+    from dus_gym import RunConfig, TrainingRun, dus_h_quantities, load_dataset
+
     run = TrainingRun(load_dataset("digits"), RunConfig(), split_seed=0, init_seed=0, sample_seed=0)
+    counts = [run.config.base_batch] * run.num_modalities
     for epoch in range(30):
-        counts = dus_h_quantities(run.monitor.cumulative.cpu().numpy(), base_batch=64)
-        run.train(counts, iterations=run.iterations_per_epoch)
-    print(run.evaluate("test").accuracy)
+        report = run.step(counts)            # one epoch with these counts, then a validation pass
+        counts = dus_h_quantities(report.scores, run.config.base_batch)
+    print(run.report("test"))                # test metrics with a linear probe per modality
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -30,19 +35,83 @@ from dus_gym.data.placement import PLACEMENTS, HostResident, channel_stats, fits
 from dus_gym.methods import IterationResult, TrainContext, make_method
 from dus_gym.methods.base import stacked_branch_stats
 from dus_gym.models import build_model
+from dus_gym.models.encoders import ResNet18Encoder
 from dus_gym.monitor import DiscrepancyMonitor
 
-__all__ = ["RunConfig", "TrainingRun", "TrainStats", "Evaluation", "resolve_device", "macro_f1"]
+__all__ = [
+    "Evaluation",
+    "RunConfig",
+    "EPISODE_STEPS",
+    "StepReport",
+    "TrainStats",
+    "TrainingRun",
+    "macro_f1",
+    "resolve_device",
+    "torch_threads",
+]
 
 OPTIMIZERS = ("sgd", "adam")
+EPISODE_STEPS = 30
+"""Epochs of a run by default: the env's ``n_steps`` (one step, one epoch), the only
+place the default episode length is written."""
 _STATS_CHUNK = 64
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` is CUDA when available, else the CPU; anything else as given."""
+    """The torch device of a run: ``"auto"`` is CUDA when available, else the CPU.
+
+    Raises a ValueError naming the value for a device torch does not know
+    (``"nosuch"``) or one this machine lacks (``"cuda"`` without CUDA), so a
+    bad setting fails where it is given, not at the first tensor moved.
+    """
     if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(
+            f"device {device!r}: not a torch device ({err}); expected 'auto', 'cpu', 'cuda', 'cuda:N', ..."
+        ) from None
+    available: dict[str, Callable[[], bool]] = {
+        "cuda": torch.cuda.is_available,
+        "mps": torch.backends.mps.is_available,
+    }
+    if dev.type in available and not available[dev.type]():
+        raise ValueError(f"device {device!r}: this machine has no {dev.type.upper()} device; use 'cpu' or 'auto'")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting.
+
+    ``None`` leaves torch's setting alone. Setting the count costs well under a
+    microsecond, so a run can scope it to each call rather than change the
+    process for its user.
+    """
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _scoped_threads(method: _F) -> _F:
+    """Run a :class:`TrainingRun` method under the run's thread count (:attr:`TrainingRun.threads`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: TrainingRun, *args: Any, **kwargs: Any) -> Any:
+        with torch_threads(self.threads):
+            return method(self, *args, **kwargs)
+
+    return cast(_F, wrapper)
 
 
 @dataclass(frozen=True)
@@ -50,7 +119,7 @@ class RunConfig:
     """Settings of a training run (everything but the data and the seeds)."""
 
     method: str = "joint"
-    """``"joint"``, ``"mla"`` or ``"ogm_ge"`` (METHOD.md section 5)"""
+    """``"joint"``, ``"mla"`` or ``"ogm_ge"`` (docs/method.md section 5)"""
     method_kwargs: tuple[tuple[str, Any], ...] = ()
     """options of the method, e.g. ``{"alpha": 0.3}`` for ogm_ge or
     ``{"projection": True}`` for mla; a mapping is accepted and stored as
@@ -76,6 +145,14 @@ class RunConfig:
     probe_steps: int = 100
     """L-BFGS iterations of the linear probe"""
     device: str = "auto"
+    """``"auto"`` (CUDA when available, else the CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
+    threads: int | str | None = "auto"
+    """torch intra-op threads while the run trains and evaluates (the caller's
+    setting is restored after each call): ``"auto"`` is 1 for the small
+    models dus_gym builds by default (more threads only add synchronisation to
+    their tiny matrix products; ``benchmarks/throughput.py --threads``
+    measures it) and torch's own setting for a model with a ``resnet18``
+    encoder; an int fixes it; ``None`` always leaves torch's setting"""
     data_placement: str = "auto"
     """``"device"``: standardise the data once and cache it on the device;
     ``"host"``: keep it in host memory (memory-mapped bundles stay on disk) and
@@ -91,6 +168,10 @@ class RunConfig:
                 f"RunConfig.method_kwargs: expected a mapping of option names to values, got {self.method_kwargs!r}"
             ) from None
         object.__setattr__(self, "method_kwargs", pairs)
+        if not (self.threads in (None, "auto") or (isinstance(self.threads, int) and self.threads >= 1)):
+            raise ValueError(f"RunConfig.threads: {self.threads!r}; expected 'auto', None or an integer >= 1")
+        if self.base_batch < 1:
+            raise ValueError(f"RunConfig.base_batch: {self.base_batch!r}; expected an integer >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -119,6 +200,38 @@ class Evaluation:
     branch_accuracy: list[float]
     branch_loss: list[float]
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepReport:
+    """What one :meth:`TrainingRun.step` did, as host values (one device-to-host transfer).
+
+    Attributes (M modalities, in the dataset's order):
+        counts: ``(M,)`` int64, examples of each modality per iteration.
+        iterations: iterations trained in this step.
+        scores: ``(M,)`` cumulative scores ``S_t`` in [0, 1] after the step.
+        last_scores: ``(M,)`` the last iteration's ``s_t`` in [0, 1].
+        discrepancy: ``(M,)`` ``d_t = S_t - mean_k S_t(k)`` in [-1, 1].
+        train_loss: the optimised loss, mean over the step's iterations (nats).
+        branch_loss: ``(M,)`` each modality's own cross-entropy on its examples,
+            mean over the step's iterations (nats).
+        branch_loss_trend: ``(M,)`` change of ``branch_loss`` since the
+            previous step (the first step: since 0).
+        validation: the validation split's metrics after the step.
+        finite: False when any loss or validation value is NaN or infinite
+            (the run diverged; further training is meaningless).
+    """
+
+    counts: np.ndarray
+    iterations: int
+    scores: np.ndarray
+    last_scores: np.ndarray
+    discrepancy: np.ndarray
+    train_loss: float
+    branch_loss: np.ndarray
+    branch_loss_trend: np.ndarray
+    validation: Evaluation
+    finite: bool
 
 
 def macro_f1(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -184,6 +297,10 @@ class TrainingRun:
     ) -> None:
         if config.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {config.optimizer!r}; valid optimizers: {list(OPTIMIZERS)}")
+        if dataset.num_modalities < 2:
+            raise ValueError(
+                f"TrainingRun: dataset with modalities {dataset.modality_names}; multimodal training needs at least 2"
+            )
         self.dataset = dataset
         self.config = config
         self.method = make_method(config.method, **dict(config.method_kwargs))
@@ -211,10 +328,21 @@ class TrainingRun:
         self.generator = torch.Generator(device=self.device).manual_seed(sample_seed)
         self.monitor = DiscrepancyMonitor(len(self.inputs), config.monitor, config.monitor_beta, self.device)
         self.iterations = 0
+        self.steps = 0
         self.examples_seen = np.zeros(len(self.inputs), dtype=np.int64)
+        self._prev_branch_loss = np.zeros(len(self.inputs))
+        self._finite = True
+        self.threads: int | None = self._resolve_threads(config.threads)
+        """torch threads of this run's calls (None: torch's own setting); see :attr:`RunConfig.threads`"""
         self._ctx = TrainContext(
             self.model, self.optimizer, self.inputs, self.labels, self._draw, self.generator, config.base_batch
         )
+
+    def _resolve_threads(self, threads: int | str | None) -> int | None:
+        if threads != "auto":
+            return cast("int | None", threads)
+        big = any(isinstance(enc, ResNet18Encoder) for enc in self.model.encoders)
+        return None if big else 1
 
     def __getstate__(self) -> dict[str, Any]:
         # torch.Generator does not pickle: keep its device and state instead.
@@ -250,12 +378,16 @@ class TrainingRun:
             "method": copy.deepcopy(self.method),
             "generator": self.generator.get_state(),
             "iterations": self.iterations,
+            "steps": self.steps,
             "examples_seen": self.examples_seen.copy(),
+            "prev_branch_loss": self._prev_branch_loss.copy(),
+            "finite": self._finite,
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore a snapshot of :meth:`get_state`; the snapshot stays reusable."""
-        missing = {"model", "optimizer", "monitor", "method", "generator", "iterations", "examples_seen"} - set(state)
+        keys = {"model", "optimizer", "monitor", "method", "generator", "iterations", "steps", "examples_seen"}
+        missing = (keys | {"prev_branch_loss"}) - set(state)
         if missing:
             raise ValueError(f"TrainingRun.set_state: snapshot lacks {sorted(missing)}; expected a get_state() result")
         self.model.load_state_dict(state["model"])
@@ -265,7 +397,10 @@ class TrainingRun:
         self.method = copy.deepcopy(state["method"])
         self.generator.set_state(state["generator"])
         self.iterations = int(state["iterations"])
+        self.steps = int(state["steps"])
         self.examples_seen = np.array(state["examples_seen"], dtype=np.int64)
+        self._prev_branch_loss = np.array(state["prev_branch_loss"], dtype=np.float64)
+        self._finite = bool(state.get("finite", True))
 
     def _place(self, data: list[torch.Tensor], placement: str) -> list[torch.Tensor]:
         """Standardised inputs: cached on the device, or served from the host
@@ -294,6 +429,7 @@ class TrainingRun:
         train = self.splits.train
         return train[torch.randint(len(train), (n,), generator=self.generator, device=self.device)]
 
+    @_scoped_threads
     def train(self, counts: Sequence[int] | np.ndarray, iterations: int) -> TrainStats:
         """Train ``iterations`` iterations with ``counts[j]`` examples of modality j each.
 
@@ -337,6 +473,7 @@ class TrainingRun:
             out.append(torch.stack([self.model.branch_logits(j, x[chunk]) for j, x in enumerate(self.inputs)]))
         return torch.cat(out, dim=1)
 
+    @_scoped_threads
     @torch.inference_mode()
     def evaluate_tensors(self, split: str = "val") -> torch.Tensor:
         """Metrics of a split as one device tensor ``(3 + 2M,)``: fused accuracy,
@@ -368,8 +505,9 @@ class TrainingRun:
             branch_loss=[float(v) for v in values[3 + m : 3 + 2 * m]],
         )
 
+    @_scoped_threads
     def probe(self, split: str = "test") -> list[float]:
-        """Linear-probe accuracy of each modality's frozen encoder (METHOD.md section 8).
+        """Linear-probe accuracy of each modality's frozen encoder (docs/method.md section 8).
 
         A multinomial logistic regression (L2 1e-3, full-batch L-BFGS) is fit
         on the standardised encoder features of the training split and scored
@@ -389,3 +527,63 @@ class TrainingRun:
                 _probe_accuracy(f_train, self.labels[train_idx], f_eval, self.labels[eval_idx], self.config.probe_steps)
             )
         return results
+
+    @_scoped_threads
+    def step(self, counts: Sequence[int] | np.ndarray, iterations: int | None = None) -> StepReport:
+        """Train ``iterations`` iterations (default one epoch, :attr:`iterations_per_epoch`)
+        with ``counts[j]`` examples of modality j each, then evaluate on the
+        validation split.
+
+        Everything the caller needs comes back in one :class:`StepReport`,
+        read from the device in a single transfer. A run whose losses stopped
+        being finite reports ``finite=False``; stepping it further raises.
+        """
+        if self.steps and not self._finite:
+            raise RuntimeError(
+                f"TrainingRun.step: the run diverged at step {self.steps} (non-finite loss); start a new run"
+            )
+        iterations = self.iterations_per_epoch if iterations is None else int(iterations)
+        stats = self.train(counts, iterations)
+        mon = self.monitor
+        parts = (mon.cumulative, mon.last, mon.discrepancy, stats.branch_loss, stats.loss, self.evaluate_tensors("val"))
+        flat = torch.cat([t.detach().float().reshape(-1) for t in parts]).cpu().numpy().astype(np.float64)
+        m = self.num_modalities
+        scores, last, discrepancy, branch_loss = (flat[k * m : (k + 1) * m] for k in range(4))
+        trend = branch_loss - self._prev_branch_loss
+        self._prev_branch_loss = branch_loss
+        self.steps += 1
+        # One isfinite over everything: the losses, the scores and the validation metrics.
+        self._finite = bool(np.isfinite(flat).all())
+        return StepReport(
+            counts=np.asarray(counts, dtype=np.int64).copy(),
+            iterations=iterations,
+            scores=scores,
+            last_scores=last,
+            discrepancy=discrepancy,
+            train_loss=float(flat[4 * m]),
+            branch_loss=branch_loss,
+            branch_loss_trend=trend,
+            validation=self.unpack_evaluation(flat[4 * m + 1 :]),
+            finite=self._finite,
+        )
+
+    def report(self, split: str = "test", probe: bool = True) -> dict[str, Any]:
+        """Held-out metrics of the current model, JSON-ready (what ``info["test"]`` holds).
+
+        Keys: ``accuracy``, ``macro_f1`` (in [0, 1]), ``loss`` (nats), per
+        modality (by name) ``branch_accuracy`` and, with ``probe``,
+        ``probe_accuracy`` (:meth:`probe`), and ``imbalance_gap``: the best
+        minus the worst branch accuracy.
+        """
+        ev = self.evaluate(split)
+        names = self.dataset.modality_names
+        out: dict[str, Any] = {
+            "accuracy": ev.accuracy,
+            "macro_f1": ev.macro_f1,
+            "loss": ev.loss,
+            "branch_accuracy": dict(zip(names, ev.branch_accuracy)),
+        }
+        if probe:
+            out["probe_accuracy"] = dict(zip(names, self.probe(split)))
+        out["imbalance_gap"] = max(ev.branch_accuracy) - min(ev.branch_accuracy)
+        return out

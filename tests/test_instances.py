@@ -91,7 +91,7 @@ def test_env_draws_its_instances_from_the_set(tiny_env_kwargs: dict[str, Any]) -
         drawn.append(inst)
         _, info = env.reset()
     # the overrides reach the dataset
-    data = env.unwrapped._load(drawn[-1]["data_seed"], drawn[-1]["dataset_kwargs"])
+    data = env.unwrapped.source.load(drawn[-1]["data_seed"], drawn[-1]["dataset_kwargs"])
     assert data.name.startswith("synthetic")
     again = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, instances="shortcut:eval")
     assert again.reset(seed=3)[1]["instance"] == drawn[0]
@@ -103,4 +103,4 @@ def test_env_with_an_explicit_instance_list(tiny_env_kwargs: dict[str, Any]) -> 
     for seed in (0, 1):
         inst = env.reset(seed=seed)[1]["instance"]
         assert {k: inst[k] for k in only} == only
-    assert env.unwrapped._data_key == (13, '{"shortcut_rho": 0.5}')
+    assert env.unwrapped.source._key == (13, '{"shortcut_rho": 0.5}')

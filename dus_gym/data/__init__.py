@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
@@ -12,6 +13,7 @@ from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic, res
 
 __all__ = [
     "BundleError",
+    "DatasetSource",
     "DATASETS",
     "DEFAULT_DIGIT_VIEWS",
     "DIGIT_VIEWS",
@@ -99,3 +101,67 @@ def _bundle_path(name: str) -> str:
     if not path:
         raise ValueError(f"dataset {name!r}: expected 'bundle:PATH' with the path of a .npz file or a folder")
     return path
+
+
+class DatasetSource:
+    """The data of an env's episodes: a dataset by name (or object), checked
+    once and loaded per episode, keeping the last one loaded.
+
+    Built-in and bundle data load once; a synthetic family is generated again
+    only when an episode's ``data_seed`` or configuration overrides change.
+
+    Args:
+        dataset: a name for :func:`load_dataset` or a :class:`MultimodalDataset`.
+        views: the modalities to use (default: the dataset's own default);
+            at least two, each named once.
+        dataset_kwargs: synthetic-configuration overrides for every episode.
+
+    Raises:
+        ValueError: an unknown dataset or view, fewer than two views or a
+            repeated one, naming the value and the valid choices; raised at
+            construction, before any data is loaded.
+    """
+
+    def __init__(
+        self,
+        dataset: str | MultimodalDataset,
+        views: Sequence[str] | None = None,
+        dataset_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if isinstance(views, str):
+            raise ValueError(f"views={views!r}: expected a list of modality names, e.g. ['pix', 'zer']")
+        self.spec = dataset
+        self.views = None if views is None else list(views)
+        self.kwargs = dict(dataset_kwargs or {})
+        if self.views is not None:
+            repeated = sorted({v for v in self.views if self.views.count(v) > 1})
+            if repeated:
+                raise ValueError(f"views={self.views}: {repeated} named more than once; each modality once")
+        self._data: MultimodalDataset | None = None
+        self._key: Any = None
+        if isinstance(dataset, MultimodalDataset):
+            if self.kwargs:
+                raise ValueError(f"dataset_kwargs={self.kwargs}: only synthetic datasets given by name take options")
+            self._data = dataset if views is None else dataset.select(views)
+            self.modalities = self._data.modality_names
+        elif isinstance(dataset, str):
+            self.modalities = dataset_modalities(dataset, self.views, **self.kwargs)
+        else:
+            raise ValueError(f"dataset={dataset!r}: expected a name such as 'digits' or a MultimodalDataset")
+        if len(self.modalities) < 2:
+            raise ValueError(
+                f"views={self.modalities}: multimodal training needs at least two modalities "
+                f"(dataset {dataset if isinstance(dataset, str) else type(dataset).__name__})"
+            )
+
+    def load(self, data_seed: int = 0, overrides: Mapping[str, Any] | None = None) -> MultimodalDataset:
+        """The dataset of an episode; reloaded only when its seed or overrides change it."""
+        if isinstance(self.spec, MultimodalDataset):
+            assert self._data is not None
+            return self._data
+        kwargs = {**self.kwargs, **dict(overrides or {})}
+        key = (data_seed, json.dumps(kwargs, sort_keys=True)) if self.spec.startswith("synthetic") else None
+        if self._data is None or key != self._key:
+            self._data = load_dataset(self.spec, self.views, seed=data_seed, **kwargs)
+            self._key = key
+        return self._data

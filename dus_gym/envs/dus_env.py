@@ -1,30 +1,28 @@
-"""DUSEnv: one multimodal training run as a Gymnasium environment (METHOD.md section 6)."""
+"""DUSEnv: one multimodal training run as a Gymnasium environment (docs/method.md section 6)."""
 
 from __future__ import annotations
 
 import copy
-import json
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from dus_gym.budget import QuantityRule
-from dus_gym.data import MultimodalDataset, dataset_modalities, load_dataset
-from dus_gym.instances import resolve_instances
-from dus_gym.methods import METHODS, make_method
-from dus_gym.run import RunConfig, TrainingRun
+from dus_gym.data import DatasetSource, MultimodalDataset
+from dus_gym.instances import draw_instance, resolve_instances
+from dus_gym.methods import make_method
+from dus_gym.run import EPISODE_STEPS, RunConfig, TrainingRun, resolve_device
 
-__all__ = ["DUSEnv", "ObservationLayout", "REWARD_METRICS", "LOSS_CAP"]
+__all__ = ["DUSEnv", "EPISODE_STEPS", "LOSS_CAP", "ObservationLayout", "REWARD_METRICS"]
 
 REWARD_METRICS = ("accuracy", "f1", "loss")
 LOSS_CAP = 10.0
 """Losses (nats) in the observation are clipped to [0, LOSS_CAP], trends to +-LOSS_CAP."""
-_SEED_KEYS = ("split_seed", "init_seed", "sample_seed", "data_seed")
 
 
 class ObservationLayout:
@@ -150,12 +148,18 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Episode End
 
-    - Truncation: after ``n_steps`` steps, the run's epoch budget (registered
-      as ``max_episode_steps`` too). The last step's ``info["test"]`` holds the
-      held-out test metrics: fused accuracy, macro-F1, loss, per-modality
-      branch accuracy and linear-probe accuracy (never part of the reward).
+    - Truncation: after ``n_steps`` steps, the run's epoch budget. The env
+      owns its episode length: the ids are registered without
+      ``max_episode_steps``, so ``gym.make(id, n_steps=40)`` gives 40-step
+      episodes. The last step's ``info["test"]`` holds the held-out test
+      metrics: fused accuracy, macro-F1, loss, per-modality branch accuracy
+      and linear-probe accuracy (never part of the reward). A
+      ``max_episode_steps`` given to ``gym.make`` adds Gymnasium's
+      ``TimeLimit``, which cuts an episode at that step from outside, before
+      ``n_steps`` if smaller (then without ``info["test"]``; use ``n_steps``).
     - Termination: the training loss is not finite (the run diverged). The
       reward is ``-divergence_penalty`` and ``info["diverged"]`` is True.
+    - A ``step()`` after either end raises a RuntimeError: call ``reset()``.
 
     ## Arguments
 
@@ -180,8 +184,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     | divergence_penalty | float | 1.0 | reward when the run diverges |
     | optimizer, lr, momentum, weight_decay | | "sgd", 0.05, 0.9, 1e-4 | learning settings |
     | monitor | str | "mean" | "mean" or "ema" score accumulation |
-    | device | str | "auto" | "auto", "cpu", "cuda", ... |
-    | run_config | dict | {} | any other :class:`~dus_gym.run.RunConfig` field |
+    | device | str | "auto" | "auto", "cpu", "cuda", ...; checked at construction |
+    | run_config | dict | {} | any other :class:`~dus_gym.run.RunConfig` field, e.g. {"threads": 2} |
     | instances | str, list or None | None | set each reset draws from: "train", "eval", "shortcut:eval", a list |
 
     ```python
@@ -190,6 +194,13 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     env = gym.make("DUS-v0", views=["pix", "zer"], method="joint", n_steps=30)
     env = gym.make("DUS-Synthetic-v0", dataset_kwargs={"shortcut_rho": 0.9})
     ```
+
+    Defaults of the learning settings are :class:`~dus_gym.run.RunConfig`'s.
+    Torch runs with one intra-op thread inside ``step()`` for the default
+    small models (``RunConfig.threads="auto"``; your own setting is restored
+    after each call); ``run_config={"threads": None}`` keeps torch's.
+    ``DUSEnv(config_dict)`` is ``DUSEnv(**config_dict)``, as Ray RLlib calls
+    an env class with its ``env_config``.
 
     ## Version History
 
@@ -200,127 +211,121 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def __init__(
         self,
-        dataset: str | MultimodalDataset = "digits",
+        dataset: str | MultimodalDataset | Mapping[str, Any] = "digits",
         views: Sequence[str] | None = None,
         dataset_kwargs: Mapping[str, Any] | None = None,
         data_seed: int | None = None,
-        method: str = "joint",
+        method: str = RunConfig.method,
         budget: str = "fixed",
         action_type: str = "discrete",
         levels: int = 9,
         max_ratio: float = 4.0,
         n_min: int = 1,
         n_max: int | None = None,
-        n_steps: int = 30,
+        n_steps: int = EPISODE_STEPS,
         iterations_per_step: int | None = None,
-        base_batch: int = 64,
+        base_batch: int = RunConfig.base_batch,
         reward_metric: str = "accuracy",
         sample_cost: float = 0.0,
         divergence_penalty: float = 1.0,
-        optimizer: str = "sgd",
-        lr: float = 0.05,
-        momentum: float = 0.9,
-        weight_decay: float = 1e-4,
-        monitor: str = "mean",
-        device: str = "auto",
+        optimizer: str = RunConfig.optimizer,
+        lr: float = RunConfig.lr,
+        momentum: float = RunConfig.momentum,
+        weight_decay: float = RunConfig.weight_decay,
+        monitor: str = RunConfig.monitor,
+        device: str = RunConfig.device,
         run_config: Mapping[str, Any] | None = None,
         instances: str | Sequence[Mapping[str, Any]] | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; valid methods: {sorted(METHODS)}")
+        if isinstance(dataset, Mapping):
+            # Ray RLlib builds an env class from one config mapping (its EnvContext):
+            # DUSEnv(env_config) means DUSEnv(**env_config).
+            self._init_from_mapping(dataset, locals())
+            return
+        if not isinstance(n_steps, int | np.integer) or isinstance(n_steps, bool) or n_steps < 1:
+            raise ValueError(f"n_steps={n_steps!r}: expected an integer >= 1 (steps, i.e. decisions, per episode)")
+        if iterations_per_step is not None and iterations_per_step < 1:
+            raise ValueError(f"iterations_per_step={iterations_per_step!r}: expected an integer >= 1 or None")
         if reward_metric not in REWARD_METRICS:
             raise ValueError(f"unknown reward_metric {reward_metric!r}; valid: {list(REWARD_METRICS)}")
-        if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
-        if iterations_per_step is not None and iterations_per_step < 1:
-            raise ValueError(f"iterations_per_step must be >= 1 or None, got {iterations_per_step}")
-        self.dataset_spec = dataset
-        self.views = None if views is None else list(views)
-        self.dataset_kwargs = dict(dataset_kwargs or {})
+        self.source = DatasetSource(dataset, views, dataset_kwargs)
+        self.modalities = self.source.modalities
         self.data_seed = data_seed
-        if isinstance(dataset, MultimodalDataset):
-            self.modalities = dataset.modality_names if views is None else dataset.select(views).modality_names
-        else:
-            self.modalities = dataset_modalities(dataset, self.views, **self.dataset_kwargs)
-        method_options: dict[str, Any] = {} if method_kwargs is None else {"method_kwargs": dict(method_kwargs)}
-        try:
-            self.config = replace(
-                RunConfig(),
-                method=method, base_batch=base_batch, optimizer=optimizer, lr=lr, momentum=momentum,
-                weight_decay=weight_decay, monitor=monitor, device=device, **dict(run_config or {}),
-                **method_options,
-            )
-        except TypeError as err:
-            raise ValueError(f"run_config: {err}; valid fields: {list(RunConfig.__dataclass_fields__)}") from None
-        make_method(self.config.method, **dict(self.config.method_kwargs))  # bad options fail here, not at reset
-        m = len(self.modalities)
-        self.rule = QuantityRule(
-            m, base_batch, budget, action_type, levels, max_ratio, n_min, 3 * base_batch if n_max is None else n_max
+        self.config = self._run_config(
+            run_config,
+            method=method, base_batch=base_batch, optimizer=optimizer, lr=lr, momentum=momentum,
+            weight_decay=weight_decay, monitor=monitor, device=device,
+            **({} if method_kwargs is None else {"method_kwargs": dict(method_kwargs)}),
         )
-        self.n_steps = n_steps
+        # Settings that would only fail at the first reset fail here, where they were given.
+        make_method(self.config.method, **dict(self.config.method_kwargs))
+        resolve_device(self.config.device)
+        m = len(self.modalities)
+        B = self.config.base_batch
+        self.rule = QuantityRule(m, B, budget, action_type, levels, max_ratio, n_min, n_max or 0)
+        self.n_steps = int(n_steps)
         self.iterations_per_step = iterations_per_step
         self.reward_metric = reward_metric
         self.sample_cost = sample_cost
         self.divergence_penalty = divergence_penalty
-        self.layout = ObservationLayout(self.modalities, self.rule.n_max / base_batch)
+        self.layout = ObservationLayout(self.modalities, self.rule.n_max / B)
         self.observation_space = spaces.Box(self.layout.low, self.layout.high, dtype=np.float32)
         self.action_space: spaces.Space[np.ndarray]
         if action_type == "discrete":
             self.action_space = spaces.MultiDiscrete(np.full(m, levels, dtype=np.int64))
         else:
             self.action_space = spaces.Box(-1.0, 1.0, (m,), dtype=np.float32)
-        self.run: TrainingRun | None = None
-        self._data: MultimodalDataset | None = None
-        if isinstance(dataset, MultimodalDataset):
-            self._data = dataset if views is None else dataset.select(views)
-        self._data_key: Any = None
         self.instances = None if instances is None else resolve_instances(instances)
+        self.run: TrainingRun | None = None
+        self._ended: str | None = "never reset"
+
+    def _init_from_mapping(self, config: Mapping[str, Any], given: Mapping[str, Any]) -> None:
+        defaults = {
+            name: p.default for name, p in inspect.signature(DUSEnv.__init__).parameters.items() if name != "self"
+        }
+        others = sorted(k for k, v in given.items() if k in defaults and k != "dataset" and v != defaults[k])
+        if others:
+            raise ValueError(
+                f"DUSEnv(config, ...): a config mapping (e.g. RLlib's env_config) takes every argument; "
+                f"got {others} beside it"
+            )
+        unknown = sorted(set(config) - set(defaults))
+        if unknown:
+            raise ValueError(f"DUSEnv config: unknown arguments {unknown}; valid: {list(defaults)}")
+        DUSEnv.__init__(self, **dict(config))
+
+    @staticmethod
+    def _run_config(run_config: Mapping[str, Any] | None, **named: Any) -> RunConfig:
+        """The run's settings: the env's named arguments, then ``run_config`` for the other fields."""
+        extra = dict(run_config or {})
+        fields = list(RunConfig.__dataclass_fields__)
+        unknown = sorted(set(extra) - set(fields))
+        if unknown:
+            raise ValueError(f"run_config: unknown fields {unknown}; valid fields: {fields}")
+        twice = sorted(set(extra) & set(named))
+        if twice:
+            raise ValueError(f"run_config: {twice} are env arguments; pass them as DUSEnv({twice[0]}=...) instead")
+        return replace(RunConfig(), **named, **extra)
 
     # -- episode ----------------------------------------------------------------
-
-    def _load(self, data_seed: int, overrides: Mapping[str, Any] | None = None) -> MultimodalDataset:
-        """The dataset of this episode; reloaded only when the instance changes it."""
-        if isinstance(self.dataset_spec, MultimodalDataset):
-            assert self._data is not None
-            return self._data
-        is_synthetic = self.dataset_spec.startswith("synthetic")
-        kwargs = {**self.dataset_kwargs, **dict(overrides or {})}
-        key = (data_seed, json.dumps(kwargs, sort_keys=True)) if is_synthetic else None
-        if self._data is None or key != self._data_key:
-            self._data = load_dataset(self.dataset_spec, self.views, seed=data_seed, **kwargs)
-            self._data_key = key
-        return self._data
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        drawn = {k: int(v) for k, v in zip(_SEED_KEYS, self.np_random.integers(0, 2**31 - 1, size=4))}
-        if self.data_seed is not None:
-            drawn["data_seed"] = self.data_seed
-        if self.instances is not None:
-            drawn.update(self.instances[int(self.np_random.integers(len(self.instances)))])
-        given = dict((options or {}).get("instance", {}))
-        unknown = set(given) - {*_SEED_KEYS, "dataset_kwargs"}
-        if unknown:
-            raise ValueError(
-                f"reset options['instance']: unknown keys {sorted(unknown)}; valid: {[*_SEED_KEYS, 'dataset_kwargs']}"
-            )
-        self.instance: dict[str, Any] = {
-            **drawn, **{k: (dict(v) if k == "dataset_kwargs" else int(v)) for k, v in given.items()}
-        }
-        data = self._load(self.instance["data_seed"], self.instance.get("dataset_kwargs"))
-        self.run = TrainingRun(
-            data, self.config, self.instance["split_seed"], self.instance["init_seed"], self.instance["sample_seed"]
+        self.instance = draw_instance(
+            self.np_random, self.data_seed, self.instances, (options or {}).get("instance")
         )
+        inst = self.instance
+        data = self.source.load(inst["data_seed"], inst.get("dataset_kwargs"))
+        self.run = TrainingRun(data, self.config, inst["split_seed"], inst["init_seed"], inst["sample_seed"])
         self._iterations = self.iterations_per_step or self.run.iterations_per_epoch
         self._step = 0
+        self._ended = None
         m = self.run.num_modalities
-        self._prev_branch_loss = np.zeros(m)
         self._prev_counts = np.full(m, self.config.base_batch, dtype=np.int64)
-        values = self.run.evaluate_tensors("val").cpu().numpy()
-        self._evaluation = self.run.unpack_evaluation(values)
+        self._evaluation = self.run.evaluate("val")
         self._metric = self._reward_metric_value()
         zeros = np.zeros(m)
         obs = self._observation(zeros, zeros, zeros, zeros, zeros)
@@ -328,39 +333,29 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         return obs, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        if self.run is None:
-            raise RuntimeError("DUSEnv.step() called before reset()")
+        if self.run is None or self._ended is not None:
+            why = "before reset()" if self.run is None else f"after the episode ended ({self._ended})"
+            raise RuntimeError(f"DUSEnv.step() called {why}; call reset() to start an episode")
         counts = self.rule.quantities(self._check_action(action))
-        run = self.run
-        stats = run.train(counts, self._iterations)
-        mon = run.monitor
-        # One host transfer per step: everything the observation and info need.
-        packed = run.evaluate_tensors("val")
-        parts = (mon.cumulative, mon.last, mon.discrepancy, stats.branch_loss, stats.loss, stats.finite, packed)
-        flat = torch.cat([t.detach().float().reshape(-1) for t in parts]).cpu().numpy()
-        m = run.num_modalities
-        S, s, d, branch_loss = (flat[k * m : (k + 1) * m] for k in range(4))
-        train_loss, finite = float(flat[4 * m]), bool(flat[4 * m + 1])
-        self._evaluation = run.unpack_evaluation(flat[4 * m + 2 :])
+        report = self.run.step(counts, self._iterations)
         self._step += 1
         self._prev_counts = counts
-        finite = finite and bool(np.isfinite(flat).all())
-        trend = branch_loss - self._prev_branch_loss
-        self._prev_branch_loss = branch_loss
+        self._evaluation = report.validation
+        truncated = self._step >= self.n_steps
         info: dict[str, Any] = {
             "step": self._step,
             "quantities": counts.tolist(),
-            "scores": S.tolist(),
-            "last_scores": s.tolist(),
-            "discrepancy": d.tolist(),
-            "train_loss": train_loss,
-            "branch_train_loss": branch_loss.tolist(),
-            "diverged": not finite,
+            "scores": report.scores.tolist(),
+            "last_scores": report.last_scores.tolist(),
+            "discrepancy": report.discrepancy.tolist(),
+            "train_loss": report.train_loss,
+            "branch_train_loss": report.branch_loss.tolist(),
+            "diverged": not report.finite,
             **self._eval_info(),
         }
-        truncated = self._step >= self.n_steps
-        if not finite:
+        if not report.finite:
             reward = -float(self.divergence_penalty)
+            self._ended = f"terminated at step {self._step}: the run diverged"
             info["divergence"] = f"non-finite training loss at step {self._step}; the run stopped"
         else:
             metric = self._reward_metric_value()
@@ -369,14 +364,18 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             if self.rule.budget == "free":
                 reward -= self.sample_cost * (int(counts.sum()) - self.rule.total) / self.rule.total
             if truncated:
+                self._ended = f"truncated after n_steps={self.n_steps} steps"
                 info["test"] = self.test_metrics()
-        obs = self._observation(S, s, d, branch_loss, trend)
-        return obs, float(reward), not finite, truncated and finite, info
+        obs = self._observation(
+            report.scores, report.last_scores, report.discrepancy, report.branch_loss, report.branch_loss_trend
+        )
+        return obs, float(reward), not report.finite, truncated and report.finite, info
 
     def get_state(self) -> dict[str, Any]:
         """A snapshot of the episode: the run (model, optimizer, monitor, method,
-        torch generator), the step, the previous values the observation and
-        reward are built from, and ``np_random``'s bit-generator state.
+        torch generator, previous losses), the step, the previous values the
+        observation and reward are built from, and ``np_random``'s
+        bit-generator state.
 
         :meth:`set_state` brings the env back to it; stepping with the same
         actions then gives the same observations, rewards and infos (bit for
@@ -389,8 +388,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             "instance": copy.deepcopy(self.instance),
             "run": self.run.get_state(),
             "step": self._step,
+            "ended": self._ended,
             "iterations": self._iterations,
-            "prev_branch_loss": self._prev_branch_loss.copy(),
             "prev_counts": self._prev_counts.copy(),
             "evaluation": copy.deepcopy(self._evaluation),
             "metric": self._metric,
@@ -412,26 +411,19 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             )
         self.run.set_state(state["run"])
         self._step = int(state["step"])
+        self._ended = state.get("ended")
         self._iterations = int(state["iterations"])
-        self._prev_branch_loss = state["prev_branch_loss"].copy()
         self._prev_counts = state["prev_counts"].copy()
         self._evaluation = copy.deepcopy(state["evaluation"])
         self._metric = float(state["metric"])
         self.np_random.bit_generator.state = copy.deepcopy(state["np_random"])
 
     def test_metrics(self) -> dict[str, Any]:
-        """Held-out test metrics of the current model, with a linear probe per modality."""
-        assert self.run is not None
-        ev = self.run.evaluate("test")
-        probe = self.run.probe("test")
-        return {
-            "accuracy": ev.accuracy,
-            "macro_f1": ev.macro_f1,
-            "loss": ev.loss,
-            "branch_accuracy": dict(zip(self.modalities, ev.branch_accuracy)),
-            "probe_accuracy": dict(zip(self.modalities, probe)),
-            "imbalance_gap": max(ev.branch_accuracy) - min(ev.branch_accuracy),
-        }
+        """Held-out test metrics of the current model, with a linear probe per modality
+        (:meth:`TrainingRun.report`; what the last step's ``info["test"]`` holds)."""
+        if self.run is None:
+            raise RuntimeError("DUSEnv.test_metrics() called before reset()")
+        return self.run.report("test")
 
     # -- helpers ----------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 
 from dus_gym.models import MultimodalModel
+from dus_gym.monitor import loss_and_score
 
 __all__ = ["Batch", "IterationResult", "Method", "TrainContext", "branch_stats", "stacked_branch_stats"]
 
@@ -81,29 +82,29 @@ class IterationResult:
 
 
 def stacked_branch_stats(iterations: Sequence[Sequence[Batch]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-iteration, per-modality mean cross-entropy and true-class score ``s_t(j)``.
+    """Per-iteration, per-modality mean cross-entropy and score ``s_t(j)``.
 
     Args:
         iterations: K iterations' batches, M per iteration; modality j has the
             same number of rows in every iteration (the counts of one step).
 
     Returns:
-        ``(loss, score)``, each ``(K, M)``. Both come from one log-softmax per
-        modality: the loss is ``-mean log p_y``, the score ``mean p_y``
-        (METHOD.md section 2), as in :func:`~dus_gym.monitor.true_class_score`.
+        ``(loss, score)``, each ``(K, M)``, from
+        :func:`~dus_gym.monitor.loss_and_score` on each modality's ``(K, n_j, C)``
+        stack: one pass per modality for all K iterations.
     """
     losses, scores = [], []
     for j in range(len(iterations[0])):
-        logits = torch.stack([it[j].logits.detach() for it in iterations])  # (K, n_j, C)
+        logits = torch.stack([it[j].logits for it in iterations])  # (K, n_j, C)
         labels = torch.stack([it[j].labels for it in iterations])  # (K, n_j)
-        log_py = torch.log_softmax(logits, dim=2).gather(2, labels[..., None]).squeeze(2)
-        losses.append(-log_py.mean(dim=1))
-        scores.append(log_py.exp().mean(dim=1))
+        loss, score = loss_and_score(logits, labels)
+        losses.append(loss)
+        scores.append(score)
     return torch.stack(losses, dim=1), torch.stack(scores, dim=1)
 
 
 def branch_stats(batches: Sequence[Batch]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-modality mean cross-entropy and true-class score of one iteration, each ``(M,)``."""
+    """Per-modality mean cross-entropy and score of one iteration, each ``(M,)``."""
     loss, score = stacked_branch_stats([batches])
     return loss[0], score[0]
 
