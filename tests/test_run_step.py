@@ -183,7 +183,7 @@ def test_step_after_divergence_is_refused(tiny_env_kwargs) -> None:
         if terminated:
             break
     assert terminated and info["diverged"]
-    with pytest.raises(RuntimeError, match="diverged.*reset"):
+    with pytest.raises(RuntimeError, match=r"diverged.*reset"):
         env.step(np.array([4, 4]))
 
 
