@@ -8,6 +8,8 @@ what is wrong with it.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import pytest
 
 import dus_gym
 from dus_gym.data import BundleError, save_bundle
+from dus_gym.data.convert import convert, main
 
 N = 12
 
@@ -136,3 +139,149 @@ def test_save_bundle_leaves_nothing_half_written(tmp_path: Path, monkeypatch: py
     (tmp_path / "c.npz").mkdir()
     with pytest.raises(BundleError, match=r"c\.npz'\): a folder exists there; expected a new \.npz file path"):
         _bundle(tmp_path / "c.npz")
+
+
+# -- the converter ---------------------------------------------------------------
+
+
+def _convert_inputs(root: Path, n: int = 9) -> tuple[Path, Path, Path]:
+    """A manifest (no split) and two features folders of per-id ``.npy`` files."""
+    rng = np.random.default_rng(0)
+    a, b = root / "fa", root / "fb"
+    a.mkdir(parents=True)
+    b.mkdir()
+    lines = []
+    for i in range(n):
+        np.save(a / f"s{i}.npy", rng.normal(size=4).astype(np.float32))
+        np.save(b / f"s{i}.npy", rng.normal(size=(2, 3)).astype(np.float32))
+        lines.append(f"s{i},{'xyz'[i % 3]}")
+    manifest = root / "list.csv"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest, a, b
+
+
+def _cli(out: Path, manifest: str, a: Path, b: Path, *more: str) -> list[str]:
+    return [str(out), "--manifest", manifest, "--features", f"a={a}", "--features", f"b={b}", "--no-progress", *more]
+
+
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("python -m dus_gym.data.convert: error: ")
+    return lines[0]
+
+
+def test_convert_manifest_folder_is_one_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, a, b = _convert_inputs(tmp_path)
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError, match=rf"manifest '{_names(folder)}' is a folder; expected a file"):
+        convert(tmp_path / "out", [(None, folder)], features=[("a", a), ("b", b)], progress=False)
+    assert main(_cli(tmp_path / "out", str(folder), a, b)) == 2
+    assert f"manifest '{folder}' is a folder; expected a file" in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_convert_path_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    manifest, a, b = _convert_inputs(tmp_path)
+    missing = tmp_path / "nope.csv"
+    (tmp_path / "taken.npz").mkdir()
+    cases = [
+        (_cli(tmp_path / "o", str(missing), a, b), f"manifest '{missing}' does not exist; expected a file"),
+        (_cli(tmp_path / "o", str(manifest), manifest, b), f"modality 'a': folder '{manifest}' is a file; "
+                                                            "expected a folder"),
+        (_cli(tmp_path / "o", str(manifest), tmp_path / "none", b), f"modality 'a': folder '{tmp_path / 'none'}' "
+                                                                     "does not exist; expected a folder"),
+        (_cli(manifest / "o", str(manifest), a, b), f"cannot write '{manifest / 'o'}': '{manifest}' is a file; "
+                                                    "expected a folder"),
+        (_cli(tmp_path / "taken.npz", str(manifest), a, b), f"'{tmp_path / 'taken.npz'}' is a folder; "
+                                                            "expected a new .npz file path"),
+    ]
+    for argv, problem in cases:
+        assert main(argv) == 2, argv
+        assert problem in _one_error_line(capsys.readouterr().err)
+    (tmp_path / "binary.csv").write_bytes(b"\xff\xfe\x00garbage")
+    assert main(_cli(tmp_path / "o", str(tmp_path / "binary.csv"), a, b)) == 2
+    assert f"manifest '{tmp_path / 'binary.csv'}' is not UTF-8 text" in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("more", "problem"),
+    [
+        (["--bogus"], "unrecognized arguments: --bogus"),
+        (["--n-mels", "0"], "argument --n-mels: '0' is out of range; expected a number >= 1"),
+        (["--seconds", "soon"], "argument --seconds: 'soon' is not a number"),
+        (["--val-fraction", "1.5"], "argument --val-fraction: '1.5' is out of range; expected a number >= 0 and < 1"),
+        (["--manifest-format", "tsv"], "argument --manifest-format: invalid choice: 'tsv'"),
+        (["--features", "c"], "--features: expected NAME=PATH, got 'c'"),
+        (["--gray", "a"], "--gray 'a': not a --frames modality"),
+    ],
+    ids=["option", "range", "number", "fraction", "choice", "pair", "gray"],
+)
+def test_convert_bad_option_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], more: list[str], problem: str
+) -> None:
+    manifest, a, b = _convert_inputs(tmp_path)
+    try:
+        status = main(_cli(tmp_path / "o", str(manifest), a, b, *more))
+    except SystemExit as exit_info:  # argparse's own checks exit; ours return the status
+        status = exit_info.code  # type: ignore[assignment]
+    assert status == 2
+    assert problem in _one_error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    ("argv", "problem"),
+    [
+        (["--manifest", "tarin={manifest}"], "--manifest 'tarin={manifest}': unknown split 'tarin'; expected "
+                                              "SPLIT=PATH with SPLIT one of ['train', 'val', 'test']"),
+        (["--manifest", "{manifest}", "--features", "labels={a}"], "modality name 'labels' is reserved"),
+        (["--manifest", "{manifest}", "--features", "../x={a}"], "modality name '../x' is not usable"),
+    ],
+    ids=["split", "reserved", "file-name"],
+)
+def test_convert_bad_name_is_refused_before_converting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], problem: str
+) -> None:
+    manifest, a, b = _convert_inputs(tmp_path)
+    argv = [x.format(manifest=manifest, a=a) for x in argv]
+    assert main([str(tmp_path / "o"), *argv, "--features", f"b={b}", "--no-progress"]) == 2
+    assert problem.format(manifest=manifest) in _one_error_line(capsys.readouterr().err)
+
+
+def test_convert_command_prints_no_traceback(tmp_path: Path) -> None:
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "dus_gym.data.convert", str(tmp_path / "o"), "--manifest", str(folder),
+         "--features", f"a={folder}", "--features", f"b={folder}"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert f"manifest '{folder}' is a folder; expected a file" in _one_error_line(done.stderr)
+
+
+@pytest.mark.parametrize("suffix", ["", ".npz"], ids=["folder", "npz"])
+def test_failed_conversion_leaves_no_half_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str) -> None:
+    manifest, a, b = _convert_inputs(tmp_path / "in")
+    out = tmp_path / "out" / f"bundle{suffix}"
+    calls: list[object] = []
+    real = np.savez if suffix else np.save
+
+    def write_then_fail(file: Any, *args: Any, **kwargs: Any) -> None:
+        if calls:  # the second array (folder) or the archive (npz) fails half way
+            raise OSError("disk full")
+        calls.append(file)
+        real(file, *args, **kwargs)
+        if suffix:
+            raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez" if suffix else "save", write_then_fail)
+    with pytest.raises(OSError, match="disk full"):
+        convert(out, [(None, manifest)], features=[("a", a), ("b", b)], progress=False)
+    assert calls and list(out.parent.iterdir()) == [], "no bundle, no report, no temporary folder"
+    monkeypatch.undo()
+    report = convert(out, [(None, manifest)], features=[("a", a), ("b", b)], progress=False)
+    assert report.kept == 9 and len(dus_gym.load_dataset(f"bundle:{out}")) == 9
+    expected = {out.name, "bundle.report.json"} if suffix else {out.name}
+    assert {p.name for p in out.parent.iterdir()} == expected, "only the bundle and its report"

@@ -468,5 +468,5 @@ def _publish_folder(staging: Path, path: Path) -> None:
         # An empty folder the caller made for us: renaming a folder onto one is not portable.
         path.rmdir()
     if path.exists():
-        raise BundleError(f"{str(path)!r} appeared while the bundle was written; it is kept at {str(staging)!r}")
+        raise BundleError(f"{str(path)!r} appeared while the bundle was written; choose a new path")
     os.rename(staging, path)

@@ -29,6 +29,7 @@ import csv
 import functools
 import json
 import math
+import os
 import pickle
 import re
 import shutil
@@ -39,13 +40,14 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from dus_gym.data.bundle import save_bundle
+# Package-internal helpers of the bundle module: name rules and the write-then-rename steps.
+from dus_gym.data.bundle import _check_name, _publish_folder, save_bundle
 from dus_gym.data.dataset import stratified_split
 
 __all__ = [
@@ -81,6 +83,23 @@ class Row:
     where: str
 
 
+def _check_path(path: Path, what: str, folder: bool) -> None:
+    """Refuse a path that does not exist or is of the wrong kind, in one line naming it.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        IsADirectoryError, NotADirectoryError: a folder where a file is
+            expected, or the other way round.
+    """
+    expected = "a folder" if folder else "a file"
+    if not path.exists():
+        raise FileNotFoundError(f"{what} {str(path)!r} does not exist; expected {expected}")
+    if path.is_dir() and not folder:
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; expected {expected}")
+    if folder and not path.is_dir():
+        raise NotADirectoryError(f"{what} {str(path)!r} is a file; expected {expected}")
+
+
 def _strip_ext(name: str) -> str:
     return _ID_EXT.sub("", name)
 
@@ -99,18 +118,25 @@ def read_manifest(path: str | Path, fmt: str = "auto", split: str | None = None)
         split: ``"train"``, ``"val"``, ``"test"`` or None, given to every row.
 
     Raises:
-        ValueError: an unknown format, or a line that has no class (naming
-            the file and line number).
+        ValueError: an unknown format, a file that is not UTF-8 text, or a
+            line that has no class (naming the file and line number).
+        FileNotFoundError, IsADirectoryError: no file at ``path``.
     """
     path = Path(path)
+    _check_path(path, "manifest", folder=False)
     if fmt == "auto":
         fmt = "csv" if path.suffix.lower() == ".csv" else "last"
     if fmt not in MANIFEST_FORMATS:
         raise ValueError(f"unknown manifest format {fmt!r}; valid: {['auto', *MANIFEST_FORMATS]}")
     rows: list[Row] = []
     # utf-8-sig: OGM-GE's CSV files start with a byte-order mark.
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        lines = list(csv.reader(f)) if fmt == "csv" else [[line] for line in f.read().splitlines()]
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            lines = list(csv.reader(f)) if fmt == "csv" else [[line] for line in f.read().splitlines()]
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"manifest {str(path)!r} is not UTF-8 text ({err}); expected a list of ids and classes"
+        ) from None
     for number, fields in enumerate(lines, start=1):
         where = f"{path}:{number}"
         if fmt == "csv":
@@ -264,8 +290,8 @@ def _read_frames(folder: Path, k: int, size: tuple[int, int], gray: bool) -> np.
     for i in even_frame_indices(len(files), k):
         try:
             with Image.open(files[i]) as img:
-                img = img.convert("L" if gray else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                a = np.asarray(img, dtype=np.float32) / 255.0
+                frame = img.convert("L" if gray else "RGB").resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                a = np.asarray(frame, dtype=np.float32) / 255.0
         except Exception as err:  # a broken image: reported as its sample's reason
             raise ValueError(f"{files[i]}: {err}") from None
         out.append(a[None] if gray else a.transpose(2, 0, 1))
@@ -437,9 +463,14 @@ def convert(
         ``OUT.report.json`` beside an ``.npz``).
     """
     out = Path(out)
+    # The output is checked first: a conversion can take hours, and save_bundle would refuse at the end.
     if out.exists() and (out.is_file() or any(out.iterdir())):
-        # Checked first: a conversion can take hours, and save_bundle would refuse at the end.
         raise FileExistsError(f"convert: {str(out)!r} exists; choose a new path or remove it")
+    if out.suffix == ".npz" and out.is_dir():
+        raise IsADirectoryError(f"convert: {str(out)!r} is a folder; expected a new .npz file path")
+    blocking = next((p for p in out.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise NotADirectoryError(f"convert: cannot write {str(out)!r}: {str(blocking)!r} is a file; expected a folder")
     audio_options = audio_options or AudioOptions()
     frame_options = frame_options or {}
     loaders: dict[str, Loader] = {}
@@ -453,8 +484,8 @@ def convert(
         names = [m for m, _ in (*audio, *frames, *features)]
         raise ValueError(f"convert: expected at least two modalities with distinct names, got {names}")
     for mod, folder in (*audio, *frames, *features):
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"convert: modality {mod!r}: folder {str(folder)!r} does not exist")
+        _check_name(mod, "convert")
+        _check_path(Path(folder), f"convert: modality {mod!r}: folder", folder=True)
     named = [s is not None for s, _ in manifests]
     if not manifests or (any(named) and not all(named)):
         raise ValueError("convert: give manifests either all with a split (train=..., test=...) or one without")
@@ -470,7 +501,11 @@ def convert(
     class_index = {c: i for i, c in enumerate(classes)}
     report.class_names = list(classes)
 
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=out.parent if out.parent.exists() else None))
+    # Everything is written inside a temporary folder beside `out` (the sample
+    # buffers, then the bundle and its report) and renamed into place at the
+    # end: a conversion that fails or is interrupted leaves no half bundle.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.convert-", dir=out.parent))
     try:
         buffers: dict[str, np.ndarray] = {}
         kept_rows: list[Row] = []
@@ -513,7 +548,6 @@ def convert(
             kept_rows.append(row)
         report.kept = len(kept_rows)
         report.modalities = {m: list(b.shape[1:]) for m, b in buffers.items()}
-        report_path = out / "report.json" if out.suffix != ".npz" else out.with_suffix(".report.json")
         if strict and report.skipped:
             raise ConversionRefused(
                 f"strict: {len(report.skipped)} rows would be skipped; nothing written\n{report.summary()}"
@@ -548,15 +582,38 @@ def convert(
             "modalities": {m: str(f) for m, f in (*audio, *frames, *features)},
             "skipped": len(report.skipped),
         }
+        staged = tmp / "bundle" / out.name  # a subfolder: no clash with the buffers' names
+        staged.parent.mkdir()
         save_bundle(
-            out, arrays, labels, classes, split, [r.id for r in kept_rows],
+            staged, arrays, labels, classes, split, [r.id for r in kept_rows],
             name=name or out.stem, extra={"source": source},
         )
-        report_path.write_text(report.to_json() + "\n", encoding="utf-8")
+        _publish(staged, out, report.to_json() + "\n")
     finally:
         buffers = {}
         shutil.rmtree(tmp, ignore_errors=True)
     return report
+
+
+def _publish(staged: Path, out: Path, report: str) -> None:
+    """Move the finished bundle ``staged`` to ``out`` with its JSON ``report``:
+    ``OUT/report.json`` in a folder, ``OUT.report.json`` beside an ``.npz``."""
+    if out.suffix != ".npz":
+        (staged / "report.json").write_text(report, encoding="utf-8")
+        _publish_folder(staged, out)
+        return
+    if out.exists():
+        raise FileExistsError(f"convert: {str(out)!r} appeared while converting; choose a new path")
+    report_path = out.with_suffix(".report.json")
+    staged_report = staged.with_suffix(".report.json")
+    staged_report.write_text(report, encoding="utf-8")
+    # The report first: once the bundle is there, its report is too.
+    os.replace(staged_report, report_path)
+    try:
+        os.replace(staged, out)
+    except BaseException:
+        report_path.unlink(missing_ok=True)
+        raise
 
 
 def _reason(err: BaseException) -> str:
@@ -578,8 +635,33 @@ def _pair(text: str, what: str) -> tuple[str, str]:
     return name, value
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _number(kind: Callable[[str], Any], low: float, high: float | None = None, open_low: bool = False
+            ) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` (``int`` or ``float``) at least ``low``
+    (more than ``low`` if ``open_low``) and below ``high`` (if given)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole ' if kind is int else ''}number") from None
+        if value < low or (open_low and value == low) or (high is not None and value >= high):
+            bound = f"{'>' if open_low else '>='} {low:g}" + ("" if high is None else f" and < {high:g}")
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range; expected a number {bound}")
+        return value
+
+    return parse
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake reported in one line: the usage is long and would bury it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _parser() -> _Parser:
+    p = _Parser(
         prog="python -m dus_gym.data.convert",
         description=(
             "Convert an audio-visual dataset in the OGM-GE, MLA or BalanceBenchmark layout into a dus_gym "
@@ -611,25 +693,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--features", action="append", default=[], metavar="NAME=DIR",
                    help="precomputed features: DIR/ID.npy|.pkl|.pt of one fixed shape, stored as they are")
     a = p.add_argument_group("audio")
-    a.add_argument("--sample-rate", type=int, default=16000, help=".wav sample rate in Hz (default 16000)")
-    a.add_argument("--seconds", type=float, default=3.0, help=".wav: crop or tile to this duration (default 3.0)")
-    a.add_argument("--n-fft", type=int, default=512, help="STFT window in samples (default 512)")
-    a.add_argument("--hop-length", type=int, default=256, help="STFT hop in samples (default 256)")
-    a.add_argument("--n-mels", type=int, default=128, help="mel bands (default 128)")
-    a.add_argument("--audio-length", type=int, default=None,
+    a.add_argument("--sample-rate", type=_number(int, 1), default=16000, help=".wav sample rate in Hz (default 16000)")
+    a.add_argument("--seconds", type=_number(float, 0, open_low=True), default=3.0,
+                   help=".wav: crop or tile to this duration (default 3.0)")
+    a.add_argument("--n-fft", type=_number(int, 2), default=512, help="STFT window in samples (default 512)")
+    a.add_argument("--hop-length", type=_number(int, 1), default=256, help="STFT hop in samples (default 256)")
+    a.add_argument("--n-mels", type=_number(int, 1), default=128, help="mel bands (default 128)")
+    a.add_argument("--audio-length", type=_number(int, 1), default=None,
                    help="arrays: time frames kept, by crop or tile (default: the first sample's)")
     a.add_argument("--time-axis", type=int, default=-1, choices=[0, 1, -1],
                    help="arrays: the time axis of a 2-D spectrogram (default -1: F x T)")
     a.add_argument("--audio-layout", default="image", choices=["image", "sequence"],
                    help="store audio as 1 x F x T (image: CNN encoders) or T x F (sequence: GRU)")
     v = p.add_argument_group("frames")
-    v.add_argument("--num-frames", type=int, default=1, help="frames k sampled evenly per clip (default 1)")
-    v.add_argument("--frame-size", type=int, nargs=2, default=(112, 112), metavar=("H", "W"),
+    v.add_argument("--num-frames", type=_number(int, 1), default=1, help="frames k sampled evenly per clip (default 1)")
+    v.add_argument("--frame-size", type=_number(int, 1), nargs=2, default=(112, 112), metavar=("H", "W"),
                    help="frame size after resizing (default 112 112)")
     v.add_argument("--gray", action="append", default=[], metavar="NAME",
                    help="read this frames modality as one channel (depth, flow); repeatable")
     o = p.add_argument_group("output")
-    o.add_argument("--val-fraction", type=float, default=0.1,
+    o.add_argument("--val-fraction", type=_number(float, 0.0, 1.0), default=0.1,
                    help="without a val manifest: share of the training samples made validation (default 0.1)")
     o.add_argument("--seed", type=int, default=0, help="seed of that validation draw (default 0)")
     o.add_argument("--name", help="dataset name in the bundle (default: the output's name)")
@@ -639,12 +722,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; returns the exit status."""
-    args = _parser().parse_args(argv)
+    """The command line; returns the exit status.
+
+    0: written; 1: ``--strict`` refused, or a system error (disk full...);
+    2: a bad option or path, printed as one ``error:`` line. A usage mistake
+    (unknown option, a value of the wrong type) exits with status 2 from
+    argparse, also in one line.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         manifests: list[tuple[str | None, str]] = []
         for m in args.manifest:
             split, sep, path = m.partition("=")
+            if sep and split not in SPLITS and not Path(m).exists():
+                raise ValueError(
+                    f"--manifest {m!r}: unknown split {split!r}; expected SPLIT=PATH with SPLIT one of "
+                    f"{list(SPLITS)}, or a path alone"
+                )
             manifests.append((split, path) if sep and split in SPLITS else (None, m))
         frames = [_pair(f, "--frames") for f in args.frames]
         unknown_gray = [g for g in args.gray if g not in {n for n, _ in frames}]
@@ -675,9 +770,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConversionRefused as err:
         print(err, file=sys.stderr)
         return 1
-    except (ValueError, FileNotFoundError, FileExistsError, argparse.ArgumentTypeError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (
+        ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+        argparse.ArgumentTypeError,
+    ) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # not a usage mistake: the machine's (disk full, permissions)
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        return 1
     print(report.summary(), file=sys.stderr)
     return 0
 
