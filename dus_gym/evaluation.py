@@ -1,14 +1,22 @@
-"""Run whole episodes with any policy that has SB3's ``predict``, and summarise them."""
+"""Run whole episodes with any policy that has SB3's ``predict``, in parallel too, and summarise them."""
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["Predictor", "mean_std", "run_episode"]
+__all__ = ["Predictor", "episode_pool", "mean_std", "run_episode"]
 
 
 class Predictor(Protocol):
@@ -69,3 +77,49 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value). Intervals live in ``benchmarks/``."""
     x = np.asarray(values, dtype=np.float64)
     return float(x.mean()), float(x.std(ddof=1)) if len(x) > 1 else 0.0
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _watch_parent(parent: int, interval: float) -> None:
+    while os.getppid() == parent:
+        time.sleep(interval)
+    os._exit(1)
+
+
+def _end_with_parent(parent: int, interval: float = 0.5) -> None:
+    """Pool initializer: make this worker end when ``parent`` does, however it ends (SIGKILL included).
+
+    A pool's workers otherwise wait forever for work from a parent that was
+    killed (its shutdown code never ran), each holding its memory and any GPU.
+    On Linux the kernel sends SIGKILL when the parent goes
+    (``prctl(PR_SET_PDEATHSIG)``); elsewhere a daemon thread polls the parent
+    pid. A worker whose parent is already gone ends at once.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            armed = False
+        if armed:
+            # The parent may have died between the fork and the prctl: then no signal comes.
+            if os.getppid() != parent:
+                os._exit(1)
+            return
+    threading.Thread(target=_watch_parent, args=(parent, interval), daemon=True, name="end-with-parent").start()
+
+
+def episode_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool for episodes whose workers end with this process, even when it is SIGKILLed.
+
+    Workers are forked where ``fork`` exists (they start without importing
+    torch again; dus_gym gives forked children one torch thread) and spawned
+    elsewhere. Submit from the main thread: on Linux the kernel ties a worker
+    to the thread that forked it, and the pool forks at the first submit.
+    """
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    return ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context(method), initializer=_end_with_parent, initargs=(os.getpid(),)
+    )
