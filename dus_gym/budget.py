@@ -1,4 +1,4 @@
-"""From an action to integer per-modality quantities (METHOD.md section 3).
+"""From an action to integer per-modality quantities (docs/method.md section 3).
 
 An action says, per modality, a *weight* ``w_j`` in ``[1/max_ratio,
 max_ratio]`` (discrete level ``l`` of ``L``: ``w = max_ratio ** (2 l / (L - 1)

@@ -1,4 +1,4 @@
-"""OGM-GE (METHOD.md section 5): the coefficient, which modality is damped, the GE noise."""
+"""OGM-GE (docs/method.md section 5): the coefficient, which modality is damped, the GE noise."""
 
 from __future__ import annotations
 

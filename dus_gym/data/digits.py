@@ -29,7 +29,7 @@ from dus_gym.data.dataset import MultimodalDataset
 __all__ = ["DIGIT_VIEWS", "DEFAULT_DIGIT_VIEWS", "load_digits"]
 
 DIGIT_VIEWS = ("fou", "fac", "kar", "pix", "pix_image", "zer", "mor")
-# pix is the view that fits fastest and zer the one left behind (METHOD.md s.1).
+# pix is the view that fits fastest and zer the one left behind (docs/method.md section 1).
 DEFAULT_DIGIT_VIEWS = ("pix", "zer")
 
 

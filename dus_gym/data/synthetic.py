@@ -1,4 +1,4 @@
-"""Seeded synthetic multimodal families (METHOD.md section 7).
+"""Seeded synthetic multimodal families (docs/method.md section 7).
 
 Every modality ``j`` of a sample of class ``y`` is ``signal[j] * code_j(y) +
 noise * N(0, I)``, where the class codes are random unit vectors (one set per
@@ -80,7 +80,7 @@ class SyntheticConfig:
 
 
 # Calibrated so that the sampling decision matters (numbers in the README's
-# "Instance families" section; METHOD.md section 7 for the prototype's).
+# "Instance families" section; docs/method.md section 7 for the prototype's).
 PRESETS: dict[str, SyntheticConfig] = {
     # A is confident on the training split thanks to a shortcut; B is the
     # honest but weaker modality. Giving A fewer samples helps.

@@ -87,7 +87,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     agent picks how many examples of each modality the model sees per
     iteration; the run trains ``iterations_per_step`` iterations (one epoch by
     default) with those quantities, evaluates on the validation split, and
-    reports the cumulative modality discrepancy of METHOD.md section 2. This
+    reports the cumulative modality discrepancy of docs/method.md section 2. This
     is data-aware unimodal sampling (DUS, Jiang et al. 2025) with the sampler
     as the agent.
 
@@ -103,7 +103,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     With ``budget="fixed"`` (default) the weights are shares of ``M * B``
     examples per iteration: counts ``n_j`` in ``[n_min, n_max]`` summing to
-    exactly ``M * B`` (METHOD.md section 3). With ``budget="free"``,
+    exactly ``M * B`` (docs/method.md section 3). With ``budget="free"``,
     ``n_j = B * w_j`` and each example beyond ``M * B`` costs reward.
 
     ## Observation Space

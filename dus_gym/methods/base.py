@@ -5,7 +5,7 @@ A method trains the model for one iteration given per-modality quantities
 (sampling, the monitor, evaluation) lives once, in :mod:`dus_gym.run`.
 
 Every training loss is a *sum* over the examples drawn divided by the base
-batch size B (METHOD.md section 3): with ``n_j = B`` it is the ordinary mean.
+batch size B (docs/method.md section 3): with ``n_j = B`` it is the ordinary mean.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class IterationResult:
 
     @property
     def score(self) -> torch.Tensor:
-        """``(M,)``, ``s_t(j)`` of METHOD.md section 2, in [0, 1]."""
+        """``(M,)``, ``s_t(j)`` of docs/method.md section 2, in [0, 1]."""
         return branch_stats(self.batches)[1]
 
 

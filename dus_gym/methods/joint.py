@@ -1,4 +1,4 @@
-"""Joint training with late fusion, the baseline (METHOD.md section 5)."""
+"""Joint training with late fusion, the baseline (docs/method.md section 5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Alternating unimodal adaptation, MLA (Zhang et al., CVPR 2024; METHOD.md section 5)."""
+"""Alternating unimodal adaptation, MLA (Zhang et al., CVPR 2024; docs/method.md section 5)."""
 
 from __future__ import annotations
 

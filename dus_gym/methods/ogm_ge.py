@@ -1,5 +1,5 @@
 """On-the-fly gradient modulation with generalisation enhancement, OGM-GE
-(Peng et al., CVPR 2022; METHOD.md section 5).
+(Peng et al., CVPR 2022; docs/method.md section 5).
 
 Joint training (:class:`~dus_gym.methods.joint.JointMethod`, whose sampling
 of the DUS quantities it keeps unchanged) whose dominant modality's encoder
@@ -14,7 +14,7 @@ probabilities *summed* over the batch. Under DUS the modalities' batches
 differ in size (``n_j`` examples of modality j), so a sum would call the
 modality with more examples "dominant" merely because it was given more of
 them, and OGM-GE would undo exactly what the sampler decided. The scores here
-are the per-example means ``s(j)`` of METHOD.md section 2 (the same ``s_t``
+are the per-example means ``s(j)`` of docs/method.md section 2 (the same ``s_t``
 the monitor sees); with equal counts the ratio of means equals the paper's
 ratio of sums, so uniform sampling gives the paper's method.
 

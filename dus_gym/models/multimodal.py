@@ -18,7 +18,7 @@ class MultimodalModel(nn.Module):
 
     Branch logits of modality j: ``h_j(phi_j(x_j))``, shape ``(N, num_classes)``.
     With per-modality heads, summing branch logits is late fusion, the same as
-    one linear layer on the concatenated features (METHOD.md section 5).
+    one linear layer on the concatenated features (docs/method.md section 5).
     """
 
     def __init__(
