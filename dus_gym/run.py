@@ -120,7 +120,7 @@ class RunConfig:
 
     method: str = "joint"
     """``"joint"``, ``"mla"`` or ``"ogm_ge"`` (docs/method.md section 5)"""
-    method_kwargs: tuple[tuple[str, Any], ...] = ()
+    method_kwargs: Mapping[str, Any] | tuple[tuple[str, Any], ...] = ()
     """options of the method, e.g. ``{"alpha": 0.3}`` for ogm_ge or
     ``{"projection": True}`` for mla; a mapping is accepted and stored as
     sorted ``(name, value)`` pairs, which keeps the config hashable"""
