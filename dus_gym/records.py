@@ -17,16 +17,21 @@ the recorded actions and compares every reward:
   split of N examples moves an accuracy reward by 1/N. The default was not
   measured on a GPU; pass ``tolerance`` to set your own.
 
-A mismatch is reported with the first step that differs.
+A mismatch is reported with the first step that differs; a record whose
+episode had not ended after its last step (one that lacks its last steps) is a
+mismatch too, with the number of steps it has and the episode length it
+declares. A record file that is not a complete, valid record is refused with a
+:class:`RecordError` naming the file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import reprlib
 import tempfile
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +40,37 @@ import numpy as np
 
 from dus_gym.evaluation import Predictor, run_episode
 
-__all__ = ["GPU_TOLERANCE", "EpisodeRecord", "ReplayReport", "record_episode", "replay"]
+__all__ = ["GPU_TOLERANCE", "EpisodeRecord", "RecordError", "ReplayReport", "record_episode", "replay"]
 
 GPU_TOLERANCE = 0.01
 """Default absolute reward tolerance when either run used a GPU (one accuracy point)."""
 _FORMAT = 1
+
+
+class RecordError(ValueError):
+    """A record that cannot be read: the message names the file, what was found and what was expected."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a seed
+
+
+# What each field of a record's JSON must hold, checked on reading so that a
+# hand-edited or damaged file is refused by name rather than failing mid-replay.
+_FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "env_id": (lambda v: isinstance(v, str), "a string such as 'DUS-v0'"),
+    "env_kwargs": (lambda v: isinstance(v, dict), "an object of gym.make keyword arguments"),
+    "seed": (_is_int, "an integer"),
+    "actions": (lambda v: isinstance(v, list) and all(isinstance(a, list) for a in v), "a list of lists, one per step"),
+    "rewards": (
+        lambda v: isinstance(v, list) and all(_is_int(r) or isinstance(r, float) for r in v),
+        "a list of numbers, one per step",
+    ),
+    "options": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+    "max_episode_steps": (lambda v: v is None or _is_int(v), "an integer or null"),
+    "device": (lambda v: isinstance(v, str), "a string such as 'cpu'"),
+    "format": (_is_int, f"the integer {_FORMAT}"),
+}
 
 
 @dataclass
@@ -85,11 +116,42 @@ class EpisodeRecord:
         return json.dumps(asdict(self), indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> EpisodeRecord:
-        data = json.loads(text)
+    def from_json(cls, text: str, source: str = "EpisodeRecord") -> EpisodeRecord:
+        """The record in ``text`` (as :meth:`to_json` writes it), validated.
+
+        Args:
+            source: what to call the text in messages (:meth:`load` passes the file).
+
+        Raises:
+            RecordError: text that is not JSON (a truncated file: said so), not
+                an object, of another format, with an unknown or a missing
+                field (naming it and the valid ones) or a field of the wrong type.
+        """
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            problem = _json_problem(text, err)
+            raise RecordError(f"{source}: {problem}; expected a record as EpisodeRecord.save writes") from None
+        if not isinstance(data, dict):
+            raise RecordError(f"{source}: the JSON is a {type(data).__name__}; expected an object of record fields")
         if data.get("format") != _FORMAT:
-            raise ValueError(f"EpisodeRecord: format {data.get('format')!r}; this version reads format {_FORMAT}")
-        return cls(**data)
+            raise RecordError(f"{source}: format {data.get('format')!r}; this version reads format {_FORMAT}")
+        valid = [f.name for f in fields(cls)]
+        unknown = [k for k in data if k not in valid]
+        if unknown:
+            raise RecordError(f"{source}: unknown field {unknown[0]!r}; valid fields: {valid}")
+        required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+        missing = [k for k in required if k not in data]
+        if missing:
+            raise RecordError(f"{source}: field {missing[0]!r} is missing; required fields: {required}")
+        for key, value in data.items():
+            check, expected = _FIELD_CHECKS.get(key, (lambda v: True, ""))
+            if not check(value):
+                raise RecordError(f"{source}: field {key!r} is {reprlib.repr(value)}; expected {expected}")
+        try:
+            return cls(**data)
+        except ValueError as err:  # __post_init__: actions and rewards disagree, ...
+            raise RecordError(f"{source}: {str(err).removeprefix('EpisodeRecord: ')}") from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the record as JSON, atomically (temporary file, then rename)."""
@@ -97,7 +159,7 @@ class EpisodeRecord:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            with os.fdopen(fd, "w") as f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(self.to_json())
                 f.flush()
                 os.fsync(f.fileno())
@@ -109,7 +171,35 @@ class EpisodeRecord:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> EpisodeRecord:
-        return cls.from_json(Path(path).read_text())
+        """The record in the JSON file ``path``.
+
+        Raises:
+            FileNotFoundError: no file there.
+            RecordError: a folder, or a file that is not a valid record (see
+                :meth:`from_json`); the message names the file.
+        """
+        path = Path(path)
+        source = f"episode record {str(path)!r}"
+        expected = "expected a JSON file written by EpisodeRecord.save"
+        if not path.exists():
+            raise FileNotFoundError(f"{source} does not exist; {expected}")
+        if path.is_dir():
+            raise RecordError(f"{source} is a folder; {expected}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise RecordError(f"{source} is not UTF-8 text ({err}); {expected}") from None
+        return cls.from_json(text, source)
+
+
+def _json_problem(text: str, err: json.JSONDecodeError) -> str:
+    """What is wrong with JSON ``text``, saying so when it merely stops early (a truncated file)."""
+    if not text.strip():
+        return "it is empty"
+    # The parser stops at the end of the text, or inside a string left open: the text was cut.
+    if err.pos >= len(text.rstrip()) or err.msg.startswith("Unterminated string"):
+        return f"the JSON ends early, after {len(text)} characters (truncated?)"
+    return f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})"
 
 
 def _device_of(env: gym.Env[Any, Any]) -> str:
@@ -180,12 +270,15 @@ class ReplayReport:
     """What :func:`replay` found; true in a boolean context when every reward matched.
 
     Attributes:
-        matches: every recorded step was replayed and its reward matched.
+        matches: every recorded step was replayed, its reward matched, and
+            the episode ended with the record's last step.
         steps: steps replayed.
         first_mismatch: 0-based index (into ``actions``) of the first step
             that differs, or None; the env's ``info["step"]`` is one more.
+            ``len(actions)`` when the record lacks the episode's last steps.
         expected, got: the recorded and replayed reward at that step (``got``
-            is None when the replayed episode had already ended).
+            is None when the replayed episode had already ended; both are
+            None when the record lacks that step).
         tolerance: the absolute tolerance used (0.0: exact).
         device: where the replay trained.
         rewards: the replayed rewards.
@@ -232,9 +325,37 @@ def replay(record: EpisodeRecord | str | os.PathLike[str], tolerance: float | No
             done = terminated or truncated
             if not abs(got[-1] - expected) <= tolerance:
                 return _report(record, got, k, expected, got[-1], tolerance, device, "rewards differ")
+        if not done:
+            # A record of a whole episode ends where the episode does: this one was cut short.
+            return _short_report(record, env, got, tolerance, device)
         return _report(record, got, None, None, None, tolerance, device, "")
     finally:
         env.close()
+
+
+def _short_report(
+    record: EpisodeRecord, env: gym.Env[Any, Any], got: Sequence[float], tolerance: float, device: str
+) -> ReplayReport:
+    """The mismatch of a record that lacks its last steps: how many it has, how many its episode declares."""
+    n = len(record.actions)
+    limits: list[tuple[int, str]] = []
+    n_steps = getattr(env.unwrapped, "n_steps", None)
+    if isinstance(n_steps, int):
+        origin = "" if "n_steps" in record.env_kwargs else ", the env's default"
+        limits.append((n_steps, f"n_steps={n_steps}{origin}"))
+    if record.max_episode_steps is not None:
+        limits.append((record.max_episode_steps, f"max_episode_steps={record.max_episode_steps}"))
+    if limits:
+        length = min(limit for limit, _ in limits)
+        declared = f"its settings declare {length} ({'; '.join(why for _, why in limits)})"
+        lacks = f"; the record lacks its last {length - n} step(s)" if length > n else ""
+    else:
+        declared, lacks = "its settings declare no length", ""
+    message = (
+        f"{record.env_id} seed {record.seed}: the record has {n} step(s) but the replayed episode had not ended "
+        f"after them: {declared}{lacks}"
+    )
+    return ReplayReport(False, len(got), n, None, None, tolerance, device, list(got), message)
 
 
 def _report(

@@ -1,5 +1,6 @@
 """Every edge a clear error, for data files: damaged bundles, the converter's
-paths and options, and damaged or incomplete episode records.
+paths and options, and damaged or incomplete episode records (and that none
+of them is ever left half written).
 
 Each test asserts the exception type and that the message names the file and
 what is wrong with it.
@@ -7,6 +8,8 @@ what is wrong with it.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -14,12 +17,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
 import dus_gym
+from dus_gym import EpisodeRecord, make_policy, record_episode
 from dus_gym.data import BundleError, save_bundle
 from dus_gym.data.convert import convert, main
+from dus_gym.records import RecordError
 
 N = 12
 
@@ -285,3 +291,93 @@ def test_failed_conversion_leaves_no_half_bundle(tmp_path: Path, monkeypatch: py
     assert report.kept == 9 and len(dus_gym.load_dataset(f"bundle:{out}")) == 9
     expected = {out.name, "bundle.report.json"} if suffix else {out.name}
     assert {p.name for p in out.parent.iterdir()} == expected, "only the bundle and its report"
+
+
+# -- episode records -------------------------------------------------------------
+
+
+def _record() -> EpisodeRecord:
+    """A record written by hand (no env is run): enough for the reading checks."""
+    return EpisodeRecord("DUS-Synthetic-v0", {"n_steps": 3}, 0, [[4, 4]] * 3, [0.5, 0.25, 0.0])
+
+
+def test_record_lacking_its_last_steps_is_a_mismatch(tiny_env_kwargs: dict[str, Any], tmp_path: Path) -> None:
+    env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs)
+    full = record_episode(env, make_policy("random", env, seed=1), seed=2)
+    assert len(full.actions) == tiny_env_kwargs["n_steps"] == 3
+    short = EpisodeRecord.from_json(full.to_json())
+    del short.actions[-1], short.rewards[-1]
+    report = dus_gym.replay(short.save(tmp_path / "short.json"))
+    assert not report and not report.matches
+    assert report.steps == 2 and report.first_mismatch == 2 and report.expected is None and report.got is None
+    assert report.rewards == full.rewards[:2]
+    assert "the record has 2 step(s) but the replayed episode had not ended after them" in report.message
+    assert "its settings declare 3 (n_steps=3); the record lacks its last 1 step(s)" in report.message
+    assert dus_gym.replay(full).matches  # the whole record still matches
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.97], ids=["half", "last-bytes"])
+def test_truncated_record_file_names_the_file(tmp_path: Path, cut: float) -> None:
+    path = _record().save(tmp_path / "episode.json")
+    text = path.read_text()
+    path.write_text(text[: int(len(text) * cut)])
+    pattern = rf"episode record '{_names(path)}': the JSON ends early, after \d+ characters \(truncated\?\)"
+    with pytest.raises(RecordError, match=pattern):
+        EpisodeRecord.load(path)
+    with pytest.raises(ValueError, match=pattern):  # RecordError is a ValueError; replay reads the same way
+        dus_gym.replay(path)
+
+
+def test_record_with_unknown_field_is_refused(tmp_path: Path) -> None:
+    data = json.loads(_record().to_json())
+    data["reward_scale"] = 2.0
+    path = tmp_path / "episode.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(RecordError) as info:
+        EpisodeRecord.load(path)
+    message = str(info.value)
+    assert f"episode record '{path}': unknown field 'reward_scale'; valid fields: ['env_id', 'env_kwargs'" in message
+    assert "'max_episode_steps', 'device', 'format']" in message
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: {k: v for k, v in d.items() if k != "seed"}, r"field 'seed' is missing; required fields: \["),
+        (lambda d: {**d, "seed": "0"}, r"field 'seed' is '0'; expected an integer"),
+        (lambda d: {**d, "rewards": [0.5, "x", 0.0]}, r"field 'rewards' is \[0\.5, 'x', 0\.0\]; expected a list"),
+        (lambda d: {**d, "rewards": [0.5]}, r"3 actions but 1 rewards; expected one per step"),
+        (lambda d: [d], r"the JSON is a list; expected an object of record fields"),
+        (lambda d: '{\n"seed": 0,,\n}', r"not valid JSON \(Expecting property name .* at line 2 column 11\)"),
+        (lambda d: " \n", r"it is empty; expected a record as EpisodeRecord.save writes"),
+    ],
+    ids=["missing", "type", "reward-type", "lengths", "list", "syntax", "empty"],
+)
+def test_bad_record_files_name_the_file_and_the_problem(tmp_path: Path, edit, problem: str) -> None:
+    new = edit(json.loads(_record().to_json()))
+    path = tmp_path / "episode.json"
+    path.write_text(new if isinstance(new, str) else json.dumps(new))
+    with pytest.raises(RecordError, match=rf"episode record '{_names(path)}': {problem}"):
+        EpisodeRecord.load(path)
+
+
+def test_record_paths(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=rf"'{_names(tmp_path / 'nope.json')}' does not exist; expected a JSON"):
+        EpisodeRecord.load(tmp_path / "nope.json")
+    with pytest.raises(RecordError, match=rf"'{_names(tmp_path)}' is a folder; expected a JSON file"):
+        EpisodeRecord.load(tmp_path)
+
+
+def test_record_save_never_leaves_half_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _record().save(tmp_path / "episode.json")
+    before = path.read_text()
+    changed = _record()
+    changed.rewards[0] = 9.0
+
+    def crash(fd: int) -> None:  # the new text is written but not yet on disk: the process dies here
+        raise OSError("power cut")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="power cut"):
+        changed.save(path)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == ["episode.json"]
