@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 from dus_gym.data import MultimodalDataset, make_synthetic
+from dus_gym.envs import DUSEnv
 
 # Small enough that an episode takes a fraction of a second on one core.
 TINY_ENV: dict[str, Any] = {
@@ -18,6 +20,13 @@ TINY_ENV: dict[str, Any] = {
     "base_batch": 8,
     "device": "cpu",
 }
+
+
+def unwrapped(env: gym.Env[Any, Any]) -> DUSEnv:
+    """``env.unwrapped`` as the DUSEnv it is (gymnasium types it as a plain ``gym.Env``)."""
+    inner = env.unwrapped
+    assert isinstance(inner, DUSEnv), type(inner)
+    return inner
 
 
 @pytest.fixture(autouse=True)

@@ -7,13 +7,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from gymnasium import spaces
 from gymnasium.utils.env_checker import check_env as gym_check_env
+from gymnasium.vector import AsyncVectorEnv
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import dus_gym
 from dus_gym import DUSEnv, make_policy
 
-SMALL = {"n_steps": 3, "iterations_per_step": 2, "base_batch": 16, "device": "cpu"}
+SMALL: dict[str, Any] = {"n_steps": 3, "iterations_per_step": 2, "base_batch": 16, "device": "cpu"}
 SPECS = [gym.spec(env_id) for env_id in dus_gym.ENV_IDS]
 
 
@@ -62,8 +64,10 @@ def test_methods_and_budgets_pass_the_checker(tiny_env_kwargs, method, budget) -
 def test_spaces_and_docstring_table_agree(tiny_env_kwargs) -> None:
     env = DUSEnv(**tiny_env_kwargs)
     m = len(env.modalities)
-    assert env.observation_space.shape == (7 * m + 3,)
-    assert np.all(np.isfinite(env.observation_space.low)) and np.all(np.isfinite(env.observation_space.high))
+    box = env.observation_space
+    assert isinstance(box, spaces.Box)
+    assert box.shape == (7 * m + 3,)
+    assert np.all(np.isfinite(box.low)) and np.all(np.isfinite(box.high))
     assert [row[1] for row in env.layout.describe()][:2] == ["score[a]", "score[b]"]
     assert "| Num | Observation | Min | Max |" in (DUSEnv.__doc__ or "")
 
@@ -199,6 +203,7 @@ def test_pickle_round_trip_mid_episode(tiny_env_kwargs) -> None:
 def test_async_vector_env(tiny_env_kwargs) -> None:
     envs = gym.make_vec("DUS-Synthetic-v0", num_envs=2, vectorization_mode="async", **tiny_env_kwargs)
     try:
+        assert isinstance(envs, AsyncVectorEnv)  # its reset takes one seed per env
         obs, _ = envs.reset(seed=[0, 1])
         assert obs.shape == (2, 17)
         for _ in range(3):
@@ -219,6 +224,7 @@ def test_sb3_subproc_vec_env_with_a_builtin_policy(tiny_env_kwargs) -> None:
         policy = make_policy("dus_h", DUSEnv(**tiny_env_kwargs))
         obs = vec.reset()
         for _ in range(3):
+            assert isinstance(obs, np.ndarray)  # a Box observation space: one array, not a dict or tuple
             action, _ = policy.predict(obs)
             obs, _, dones, infos = vec.step(action)
         assert dones.all() and all("test" in i for i in infos)
