@@ -6,6 +6,7 @@ from typing import Any
 
 import gymnasium as gym
 import pytest
+from conftest import unwrapped
 
 import dus_gym  # noqa: F401
 from dus_gym.instances import (
@@ -91,7 +92,7 @@ def test_env_draws_its_instances_from_the_set(tiny_env_kwargs: dict[str, Any]) -
         drawn.append(inst)
         _, info = env.reset()
     # the overrides reach the dataset
-    data = env.unwrapped.source.load(drawn[-1]["data_seed"], drawn[-1]["dataset_kwargs"])
+    data = unwrapped(env).source.load(drawn[-1]["data_seed"], drawn[-1]["dataset_kwargs"])
     assert data.name.startswith("synthetic")
     again = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, instances="shortcut:eval")
     assert again.reset(seed=3)[1]["instance"] == drawn[0]
@@ -103,4 +104,4 @@ def test_env_with_an_explicit_instance_list(tiny_env_kwargs: dict[str, Any]) -> 
     for seed in (0, 1):
         inst = env.reset(seed=seed)[1]["instance"]
         assert {k: inst[k] for k in only} == only
-    assert env.unwrapped.source._key == (13, '{"shortcut_rho": 0.5}')
+    assert unwrapped(env).source._key == (13, '{"shortcut_rho": 0.5}')

@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import unwrapped
 
 import dus_gym
 from dus_gym import DUSEnv, RunConfig, TrainingRun
@@ -135,7 +136,7 @@ def test_gym_make_episodes_of_any_length_end_with_test_metrics(n_steps: int) -> 
         device="cpu",
     )
     env.reset(seed=0)
-    uniform = env.unwrapped.rule.uniform_action
+    uniform = unwrapped(env).rule.uniform_action
     for k in range(1, n_steps + 1):
         _, _, terminated, truncated, info = env.step(uniform)
         assert not terminated
@@ -155,8 +156,8 @@ def test_max_episode_steps_still_cuts_from_outside() -> None:
     env = gym.make("DUS-Synthetic-v0", dataset="synthetic:tiny", iterations_per_step=1, base_batch=8,
                    device="cpu", max_episode_steps=2)
     env.reset(seed=0)
-    env.step(env.unwrapped.rule.uniform_action)
-    *_, truncated, info = env.step(env.unwrapped.rule.uniform_action)
+    env.step(unwrapped(env).rule.uniform_action)
+    *_, truncated, info = env.step(unwrapped(env).rule.uniform_action)
     assert truncated and "test" not in info  # a TimeLimit cut, as documented; n_steps sets the length
 
 
