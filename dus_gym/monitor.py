@@ -23,7 +23,9 @@ __all__ = ["DiscrepancyMonitor", "MONITOR_MODES", "loss_and_score", "true_class_
 MONITOR_MODES = ("mean", "ema")
 
 
-def loss_and_score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_score(
+    logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A branch's mean cross-entropy and its score ``s_t = mean_i softmax(logits_i)[y_i]``.
 
     The one implementation of ``s_t`` (docs/method.md section 2): both come
@@ -34,13 +36,22 @@ def loss_and_score(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
         logits: shape ``(..., n, C)``, any leading batch shape (e.g. K
             iterations of one modality); detached here.
         labels: int64, shape ``(..., n)``.
+        mask: optional bool ``(..., n)``: the means run over the rows where it
+            is True (a batch padded to a common size, as in
+            :mod:`dus_gym.batched`); each row of the leading shape needs one.
 
     Returns:
         ``(loss, score)``, each of the leading shape ``(...)``: the loss in
         nats (>= 0), the score in [0, 1].
     """
     log_py = torch.log_softmax(logits.detach(), dim=-1).gather(-1, labels[..., None]).squeeze(-1)
-    return -log_py.mean(dim=-1), log_py.exp().mean(dim=-1)
+    if mask is None:
+        return -log_py.mean(dim=-1), log_py.exp().mean(dim=-1)
+    count = mask.sum(dim=-1)
+    # where(), not a product: a padded row's logits may be anything, NaN included.
+    loss = -torch.where(mask, log_py, 0.0).sum(dim=-1) / count
+    score = torch.where(mask, log_py.exp(), 0.0).sum(dim=-1) / count
+    return loss, score
 
 
 def true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

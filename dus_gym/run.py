@@ -46,6 +46,7 @@ __all__ = [
     "TrainStats",
     "TrainingRun",
     "macro_f1",
+    "probe_accuracies",
     "resolve_device",
     "torch_threads",
 ]
@@ -261,6 +262,33 @@ def _probe_accuracy(
     opt.step(closure)
     with torch.no_grad():
         return float(((f_eval @ weight + bias).argmax(1) == y_eval).float().mean())
+
+
+def probe_accuracies(
+    features: Callable[[int, torch.Tensor], torch.Tensor],
+    inputs: Sequence[torch.Tensor],
+    labels: torch.Tensor,
+    train_idx: torch.Tensor,
+    eval_idx: torch.Tensor,
+    config: RunConfig,
+) -> list[float]:
+    """Linear-probe accuracy of each modality's encoder ``features(j, x)`` (docs/method.md section 8).
+
+    Features of the training rows ``train_idx`` (in batches of
+    ``config.eval_batch``) are standardised with their own statistics; an
+    L2-regularised logistic regression fit on them with
+    ``config.probe_steps`` L-BFGS iterations is scored on ``eval_idx``.
+    Returns one accuracy in [0, 1] per modality.
+    """
+    results = []
+    for j, x in enumerate(inputs):
+        with torch.inference_mode():
+            f_train = torch.cat([features(j, x[c]) for c in train_idx.split(config.eval_batch)])
+            f_eval = torch.cat([features(j, x[c]) for c in eval_idx.split(config.eval_batch)])
+        mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
+        f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
+        results.append(_probe_accuracy(f_train, labels[train_idx], f_eval, labels[eval_idx], config.probe_steps))
+    return results
 
 
 def _standardise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
@@ -514,19 +542,10 @@ class TrainingRun:
         on ``split``. It measures what the encoder learned, independently of
         how the fused head reads it out.
         """
-        results = []
-        train_idx, eval_idx = self.splits.train, self.splits[split]
         self.model.eval()
-        for j, x in enumerate(self.inputs):
-            with torch.inference_mode():
-                f_train = torch.cat([self.model.features(j, x[c]) for c in train_idx.split(self.config.eval_batch)])
-                f_eval = torch.cat([self.model.features(j, x[c]) for c in eval_idx.split(self.config.eval_batch)])
-            mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
-            f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
-            results.append(
-                _probe_accuracy(f_train, self.labels[train_idx], f_eval, self.labels[eval_idx], self.config.probe_steps)
-            )
-        return results
+        return probe_accuracies(
+            self.model.features, self.inputs, self.labels, self.splits.train, self.splits[split], self.config
+        )
 
     @_scoped_threads
     def step(self, counts: Sequence[int] | np.ndarray, iterations: int | None = None) -> StepReport:
