@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch.nn import functional as F
@@ -29,7 +31,7 @@ def test_uniform_joint_is_ordinary_joint_training() -> None:
     expected = []
     for _ in range(iters):
         idx = train[torch.randint(len(train), (B,), generator=gen)]
-        logits = sum(plain.branch_logits(j, x[idx]) for j, x in enumerate(run.inputs))
+        logits = sum((plain.branch_logits(j, x[idx]) for j, x in enumerate(run.inputs)), torch.tensor(0.0))
         loss = F.cross_entropy(logits, run.labels[idx])  # the ordinary mean loss
         opt.zero_grad()
         loss.backward()
@@ -42,7 +44,7 @@ def test_uniform_joint_is_ordinary_joint_training() -> None:
 
 def test_joint_quantities_reach_the_branches() -> None:
     run = _run()
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
     for j, enc in enumerate(run.model.encoders):
         enc.register_forward_hook(lambda m, inp, out, j=j: calls.append((j, inp[0].shape[0])))
     run.train([3, 13], iterations=1)
@@ -50,12 +52,17 @@ def test_joint_quantities_reach_the_branches() -> None:
     assert run.examples_seen.tolist() == [3, 13]
 
 
-def test_mla_alternates_with_a_shared_head() -> None:
+def test_mla_alternates_with_a_shared_head(monkeypatch: pytest.MonkeyPatch) -> None:
     run = _run("mla")
     assert run.model.shared_head and len(run.model.heads) == 1
-    steps = []
+    steps: list[int] = []
     original = run.optimizer.step
-    run.optimizer.step = lambda *a, **k: (steps.append(1), original(*a, **k))[1]  # type: ignore[method-assign]
+
+    def counted_step(*a: Any, **k: Any) -> Any:
+        steps.append(1)
+        return original(*a, **k)
+
+    monkeypatch.setattr(run.optimizer, "step", counted_step)
     stats = run.train([4, 12], iterations=2)
     assert len(steps) == 4  # one optimizer step per modality per iteration
     assert bool(stats.finite) and stats.branch_loss.shape == (2,)
