@@ -24,6 +24,7 @@ def response_change(projection: bool) -> tuple[float, float]:
     )
     run = TrainingRun(load_dataset("synthetic:tiny", seed=0), config)
     model, head = run.model, run.model.heads[0]
+    assert isinstance(head, torch.nn.Linear)  # the shared head (ModuleList indexing is typed Module)
     batches = [run.splits.train[:8], run.splits.train[8:16]]
     seen: dict[str, torch.Tensor] = {}
 
