@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import unwrapped
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -22,7 +24,7 @@ from dus_gym.models.encoders import ResNet18Encoder, make_encoder
 from dus_gym.policies import dus_h_quantities, make_policy
 from dus_gym.run import RunConfig, TrainingRun
 
-SMALL = {"n_steps": 2, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
+SMALL: dict[str, Any] = {"n_steps": 2, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
 
 
 def _gesture_bundle(path: Path, n: int = 36, seed: int = 0) -> Path:
@@ -45,7 +47,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_env_on_three_modality_bundle_passes_both_checkers(bundle: Path) -> None:
-    env = gym.make("DUS-v0", dataset=f"bundle:{bundle}", **SMALL).unwrapped
+    env = unwrapped(gym.make("DUS-v0", dataset=f"bundle:{bundle}", **SMALL))
     assert env.modalities == ["rgb", "depth", "flow"]
     assert env.observation_space.shape == (env.layout.size,)
     assert env.action_space.shape == (3,)
@@ -64,7 +66,7 @@ def test_gym_make_bundle_episode(bundle: Path) -> None:
     truncated = terminated = False
     while not (truncated or terminated):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
-        assert env.observation_space.contains(obs) and np.isfinite(reward)
+        assert env.observation_space.contains(obs) and np.isfinite(float(reward))
         steps += 1
     assert steps == 2 and truncated
     assert set(info["test"]["branch_accuracy"]) == {"rgb", "depth", "flow"}
