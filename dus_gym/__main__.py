@@ -6,9 +6,11 @@
 Every policy meets the same instances (seed k gives the same split, model
 initialisation and batch order to each policy: the k-th instance of the
 held-out ``eval`` set of :mod:`dus_gym.instances`, so the shipped PPO agent
-of ``agents/pretrained/dus_v0_ppo``, played on DUS-v0, never trained on
-them), and the table reports fused test accuracy, each modality's branch
-accuracy and linear-probe accuracy, mean +- standard deviation over the seeds.
+``pretrained:dus_v0_ppo`` (in ``dus_gym/pretrained/``), played on DUS-v0,
+never trained on them), and the table reports fused test accuracy, each
+modality's branch accuracy and linear-probe accuracy, mean +- standard
+deviation over the seeds. A bad flag, policy or env id is one error line and
+exit status 2.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -26,13 +27,22 @@ from tqdm.auto import tqdm
 
 import dus_gym
 from dus_gym import cli
-from dus_gym.agent_io import load_agent
+from dus_gym.agent_io import (
+    MODEL_FILE,
+    PRETRAINED_PREFIX,
+    agent_folder,
+    load_policy,
+    pretrained_agents,
+    read_run_config,
+    setting_differences,
+)
 from dus_gym.evaluation import mean_std, run_episode
 from dus_gym.instances import instance_set
-from dus_gym.policies import make_policy
 
-PRETRAINED_AGENT = Path(__file__).resolve().parents[1] / "agents" / "pretrained" / "dus_v0_ppo"
-"""The shipped PPO sampler for DUS-v0 (agents/train.py; docs/agents.md), in a source checkout."""
+PROG = "python -m dus_gym"
+DEFAULT_AGENT = "pretrained:dus_v0_ppo"
+"""The shipped PPO sampler for DUS-v0 (agents/train.py; docs/agents.md), package data of dus_gym."""
+AGENT_ENV = "DUS-v0"
 AGENT_LABEL = "ppo-agent"
 
 
@@ -44,7 +54,7 @@ class Args:
     """built-in policies: uniform, random, fixed:W1,W2 (the first modality is the dominant one), dus_h[:LAM]"""
     seeds: int = 5
     """instances per cell (seeds 0 .. seeds-1), shared by all policies"""
-    n_steps: int = 30
+    n_steps: int = dus_gym.EPISODE_STEPS
     """epochs per episode"""
     method: str = "joint"
     """multimodal method: joint or mla"""
@@ -52,38 +62,80 @@ class Args:
     """torch device: auto (CUDA if present), cpu, cuda"""
     json_out: str | None = None
     """also write every episode's record to this JSON file"""
-    agent: str = str(PRETRAINED_AGENT)
-    """run folder of a trained DUS-v0 agent played beside the built-in policies on DUS-v0 ('none' skips it)"""
+    agent: str = DEFAULT_AGENT
+    """trained agent played beside the built-in policies on DUS-v0 when it was trained on the job's setting:
+    pretrained:NAME (a shipped agent) or a run folder ('none' skips it)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
     """``--help`` and flags generated from :class:`Args` (:mod:`dus_gym.cli`)."""
-    return cli.parse_args(Args, argv, description=__doc__, prog="python -m dus_gym")
+    return cli.parse_args(Args, argv, description=__doc__, prog=PROG)
+
+
+def env_kwargs(args: Args) -> dict[str, Any]:
+    """The keyword arguments of every env of the job."""
+    return {"n_steps": args.n_steps, "method": args.method, "device": args.device}
+
+
+def agent_spec(args: Args) -> str | None:
+    """The agent to play on DUS-v0, or None when the job leaves it out (saying why on stderr).
+
+    It is left out when the job plays no DUS-v0, with ``--agent none``, when
+    the default agent is missing (an install without its package data), and
+    when the agent was trained on another setting than the job's (episode
+    length, method, ...): it would be judged on runs it never learnt to steer.
+    A missing or broken ``--agent`` given on purpose is an error.
+    """
+    if args.agent == "none" or AGENT_ENV not in args.env_ids:
+        return None
+    folder = agent_folder(args.agent)
+    if folder is None:
+        shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_agents()) or "none"
+        raise cli.UsageError(
+            f"--agent {args.agent!r}: expected a run folder, pretrained:NAME (shipped: {shipped}) or none"
+        )
+    if args.agent == DEFAULT_AGENT and not (folder / MODEL_FILE).is_file():
+        print(f"No trained agent in {folder}; skipping it", file=sys.stderr)
+        return None
+    differences = setting_differences(read_run_config(folder), AGENT_ENV, env_kwargs(args))
+    if differences:
+        what = ", ".join(f"{k} {trained!r} (this job: {here!r})" for k, (trained, here) in differences.items())
+        print(f"the agent in {folder} was trained with {what}; skipping it", file=sys.stderr)
+        return None
+    return args.agent
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job and print its table; returns 0. A bad flag or name exits with status 2 and one line."""
     args = parse_args(argv)
+    with cli.usage_errors(PROG):
+        return play(args)
+
+
+def play(args: Args) -> int:
+    """Every (env, policy) cell on the same held-out instances, then the table (and ``--json-out``)."""
     torch.set_num_threads(1)  # small models: one thread is fastest and reproducible
-    cells = [(env_id, policy) for env_id in args.env_ids for policy in args.policies]
-    # Every policy meets the same held-out instances (the 'eval' set): the agent never trained on them.
-    held_out = instance_set("eval", args.seeds)
-    agent_dir = Path(args.agent)
-    if args.agent != "none" and "DUS-v0" in args.env_ids:
-        if not (agent_dir / "model.zip").is_file():
-            print(f"no trained agent in {agent_dir} (agents/train.py writes one); skipping it", file=sys.stderr)
-        elif args.n_steps != 30 or args.method != "joint":
-            print("the pretrained agent plays DUS-v0 with 30 epochs, joint training; skipping it", file=sys.stderr)
-        else:
-            cells.insert(max(k for k, c in enumerate(cells) if c[0] == "DUS-v0") + 1, ("DUS-v0", AGENT_LABEL))
+    # Everything that can be misnamed is built before the first episode, so a typo costs no run.
+    with cli.setting_up():
+        # Every policy meets the same held-out instances (the 'eval' set): the agent never trained on them.
+        held_out = instance_set("eval", args.seeds)
+        cells = []
+        for env_id in args.env_ids:
+            for spec in args.policies:
+                env = gym.make(env_id, **env_kwargs(args))
+                cells.append((env_id, spec, env, load_policy(spec, env, seed=0)))
+        agent = agent_spec(args)
+        if agent is not None:
+            env = gym.make(AGENT_ENV, **env_kwargs(args))
+            last = max(k for k, cell in enumerate(cells) if cell[0] == AGENT_ENV)
+            cells.insert(last + 1, (AGENT_ENV, AGENT_LABEL, env, load_policy(agent, env)))
     records: list[dict[str, Any]] = []
     with tqdm(total=len(cells) * args.seeds, desc="episodes", unit="ep") as bar:
-        for env_id, spec in cells:
-            env = gym.make(env_id, n_steps=args.n_steps, method=args.method, device=args.device)
-            policy: Any = load_agent(agent_dir) if spec == AGENT_LABEL else make_policy(spec, env, seed=0)
+        for env_id, label, env, policy in cells:
             for seed in range(args.seeds):
-                bar.set_postfix_str(f"{env_id} {spec} seed {seed}")
+                bar.set_postfix_str(f"{env_id} {label} seed {seed}")
                 record = run_episode(env, policy, seed=seed, options={"instance": held_out[seed]})
-                records.append({"env_id": env_id, "policy": spec, "seed": seed, **record})
+                records.append({"env_id": env_id, "policy": label, "seed": seed, **record})
                 bar.update()
             env.close()
     print_table(records)

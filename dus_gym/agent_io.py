@@ -9,27 +9,100 @@ A run folder (written by ``agents/train.py``) holds:
 :func:`load_agent` gives back an object with SB3's ``predict`` that applies the
 saved observation normalisation itself, so it drops in wherever a built-in
 policy does.
+
+The package ships trained agents as package data in ``dus_gym/pretrained/``
+(:data:`PRETRAINED_DIR`), so they are there in any install. A *policy spec*
+names a policy for every tool: a built-in one (``uniform``, ``fixed:1,2``,
+``dus_h:2``, ...; :func:`dus_gym.policies.make_policy`), a run folder (a path),
+or a shipped agent (``pretrained:NAME``, or just ``NAME``). :func:`load_policy`
+is the one loader for all of them; :func:`agent_folder` says which run
+folder, if any, a spec names.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
-__all__ = ["ALGOS", "CONFIG_FILE", "MODEL_FILE", "VECNORMALIZE_FILE", "LoadedAgent", "load_agent", "read_run_config"]
+from dus_gym.evaluation import Predictor
+
+__all__ = [
+    "ALGOS",
+    "CONFIG_FILE",
+    "MODEL_FILE",
+    "PRETRAINED_DIR",
+    "PRETRAINED_PREFIX",
+    "VECNORMALIZE_FILE",
+    "LoadedAgent",
+    "agent_folder",
+    "env_setting",
+    "is_agent_folder",
+    "load_agent",
+    "load_policy",
+    "policy_label",
+    "pretrained_agents",
+    "read_run_config",
+    "setting_differences",
+]
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 ALGOS = ("ppo", "a2c")
 
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+"""The shipped agents, one run folder each (package data: there in a source checkout and in any install)."""
+PRETRAINED_PREFIX = "pretrained:"
+
+
+def pretrained_agents() -> list[str]:
+    """The names of the shipped agents (the run folders in :data:`PRETRAINED_DIR`)."""
+    if not PRETRAINED_DIR.is_dir():
+        return []
+    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def agent_folder(spec: str) -> Path | None:
+    """The run folder a policy spec names, or None when it names a built-in policy.
+
+    ``pretrained:NAME`` is the shipped agent NAME (whether or not it exists:
+    :func:`load_policy` says so); a spec with a path separator, or naming an
+    existing folder, is that folder; a bare name of a shipped agent is that
+    agent. Anything else is left to :func:`dus_gym.policies.make_policy`.
+    """
+    if spec.startswith(PRETRAINED_PREFIX):
+        return PRETRAINED_DIR / spec.removeprefix(PRETRAINED_PREFIX)
+    if "/" in spec or os.sep in spec or Path(spec).is_dir():
+        return Path(spec)
+    if spec in pretrained_agents():
+        return PRETRAINED_DIR / spec
+    return None
+
+
+def is_agent_folder(spec: str) -> bool:
+    """Whether a policy spec names a trained agent's run folder rather than a built-in policy."""
+    return agent_folder(spec) is not None
+
+
+def policy_label(spec: str) -> str:
+    """Short name for tables and plots: a run folder's base name, else the spec itself."""
+    folder = agent_folder(spec)
+    return spec if folder is None else folder.name
+
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a run folder, checked for the keys every loader needs."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run folder (a folder written by agents/train.py)")
     path = Path(run_dir) / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {CONFIG_FILE}; is {run_dir} a run folder written by agents/train.py?")
@@ -97,3 +170,101 @@ def load_agent(run_dir: str | Path, device: str = "cpu") -> LoadedAgent:
             obs_rms = vec_norm.obs_rms
         clip_obs, epsilon = float(vec_norm.clip_obs), float(vec_norm.epsilon)
     return LoadedAgent(model, obs_rms, clip_obs, epsilon, config)
+
+
+def _describe(space: gym.Space[Any]) -> str:
+    """A space in a few words: a Box with per-component bounds prints hundreds of numbers otherwise."""
+    text = str(space)
+    if len(text) <= 80 or not isinstance(space, gym.spaces.Box):
+        return text
+    return f"Box(shape={space.shape}, dtype={space.dtype}, bounds {space.low.min():g} .. {space.high.max():g})"
+
+
+def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
+    """The policy a spec names, ready to act in ``env``: the one loader of every tool.
+
+    Args:
+        spec: a built-in policy (``uniform``, ``random``, ``fixed:W1,W2``,
+            ``dus_h[:LAM]``, ``oracle[:K]``), a run folder written by
+            ``agents/train.py``, or a shipped agent (``pretrained:NAME`` or
+            ``NAME``; :func:`pretrained_agents`).
+        env: the env the policy will act in.
+        seed: seed of a random built-in policy (trained agents act deterministically).
+
+    Raises:
+        ValueError: an unknown built-in policy, or an agent trained for other
+            observation or action spaces than ``env``'s (the message names the
+            folder, both spaces and the env the agent was trained on).
+        FileNotFoundError: a run folder or shipped agent that does not exist.
+    """
+    folder = agent_folder(spec)
+    if folder is None:
+        # Imported here: dus_gym.policies imports the env, which must not need this module to load.
+        from dus_gym.policies import make_policy
+
+        return make_policy(spec, env, seed)
+    if spec.startswith(PRETRAINED_PREFIX) and not (folder / CONFIG_FILE).is_file():
+        raise FileNotFoundError(
+            f"policy {spec!r}: no shipped agent {folder.name!r} in {PRETRAINED_DIR}; "
+            f"shipped agents: {', '.join(PRETRAINED_PREFIX + n for n in pretrained_agents()) or 'none'}"
+        )
+    agent = load_agent(folder)
+    for name in ("observation_space", "action_space"):
+        trained, here = getattr(agent.model, name), getattr(env, name)
+        if trained != here:
+            mine, theirs = _describe(here), _describe(trained)
+            if mine == theirs:
+                mine, theirs = str(here), str(trained)
+            raise ValueError(
+                f"policy {spec!r}: the agent in {folder} was trained for the {name} {theirs}, this env has {mine}; "
+                f"play it on an env like the one it was trained on: {agent.config['env_id']} with env kwargs "
+                f"{json.dumps(agent.config['env_kwargs'])}"
+            )
+    return agent
+
+
+REWARD_AND_PLACE_KWARGS = ("device", "instances", "reward_metric", "sample_cost", "divergence_penalty")
+"""Env arguments that leave an agent's observations and the effect of its actions alone."""
+
+
+def env_setting(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Every keyword argument ``gym.make(env_id, **env_kwargs)`` builds the env with.
+
+    The given ones over the registered ones over the defaults of the entry
+    point's signature, so that two settings compare as equal exactly when they
+    build the same env (``{}`` and ``{"n_steps": <the registered value>}``).
+    """
+    spec = gym.spec(env_id)
+    entry: Any = spec.entry_point
+    if isinstance(entry, str):
+        module, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(module), attr)
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(entry).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **spec.kwargs, **env_kwargs}
+
+
+def setting_differences(
+    config: Mapping[str, Any],
+    env_id: str,
+    env_kwargs: Mapping[str, Any],
+    ignore: tuple[str, ...] = REWARD_AND_PLACE_KWARGS,
+) -> dict[str, tuple[Any, Any]]:
+    """What differs between the env a run folder's agent was trained on and ``gym.make(env_id, **env_kwargs)``.
+
+    Returns ``{name: (trained, given)}`` over the env id and every keyword
+    argument (:func:`env_setting`) but those in ``ignore``: by default the
+    ones that change only the reward, where the model runs, or which instances
+    the agent met, none of which changes what it sees or what its actions do.
+    Empty when the agent plays the env it was trained on.
+    """
+    trained = {"env_id": config["env_id"], **env_setting(config["env_id"], config["env_kwargs"])}
+    given = {"env_id": env_id, **env_setting(env_id, env_kwargs)}
+    return {
+        k: (trained.get(k), given.get(k))
+        for k in dict.fromkeys([*trained, *given])
+        if k not in ignore and trained.get(k) != given.get(k)
+    }

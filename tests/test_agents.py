@@ -14,7 +14,7 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("tensorboard")
 
 from agents import evaluate, reinforce, train
-from dus_gym.agent_io import load_agent, read_run_config
+from dus_gym.agent_io import PRETRAINED_DIR, agent_folder, load_agent, read_run_config
 from dus_gym.cli import field_docs
 from dus_gym.instances import check_disjoint, instance_set
 
@@ -195,9 +195,6 @@ def test_init_from_continues_a_run(ppo_run: Path, tmp_path: Path) -> None:
                               env_kwargs=json.dumps(TINY), num_envs=1, output_dir=str(tmp_path)))
 
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 @pytest.mark.parametrize(
     ("folder", "env_id", "env_kwargs"),
     [("dus_v0_ppo", "DUS-v0", {}), ("shortcut_ppo", "DUS-Synthetic-v0", {"n_steps": 15})],
@@ -205,7 +202,8 @@ REPO = Path(__file__).resolve().parents[1]
 def test_shipped_agents_load_and_act(folder: str, env_id: str, env_kwargs: dict[str, Any]) -> None:
     import gymnasium as gym
 
-    run_dir = REPO / "agents" / "pretrained" / folder
+    run_dir = PRETRAINED_DIR / folder
+    assert agent_folder(f"pretrained:{folder}") == agent_folder(folder) == run_dir
     agent = load_agent(run_dir)
     config = read_run_config(run_dir)
     assert config["env_id"] == env_id and config["env_kwargs"] == env_kwargs
