@@ -1,13 +1,16 @@
 """Evaluate saved agents and built-in policies on held-out instances.
 
-    python agents/evaluate.py --policies agents/pretrained/dus_v0_ppo uniform fixed:all dus_h --n-episodes 10
+    python -m agents.evaluate --policies pretrained:dus_v0_ppo uniform fixed:all dus_h --n-episodes 10
 
+Run it from the repository root as a module (it imports ``benchmarks.stats``).
 Every policy plays the same ``--n-episodes`` instances, the first ones of the
 held-out set (``eval`` by default, the agent's own family set for a family
 agent), with the same batch orders: the comparison is paired. A policy is a
-run folder (written by ``agents/train.py``) or a built-in spec (``uniform``,
-``random``, ``fixed:W1,W2``, ``dus_h[:LAM]``); ``fixed:all`` stands for every
-fixed ratio of two modalities ``a:b = 2**k``, ``k = -4..4, k != 0``.
+run folder (written by ``agents/train.py``), a shipped agent
+(``pretrained:NAME``) or a built-in spec (``uniform``, ``random``,
+``fixed:W1,W2``, ``dus_h[:LAM]``; :func:`dus_gym.agent_io.load_policy`);
+``fixed:all`` stands for every fixed ratio of two modalities ``a:b = 2**k``,
+``k = -4..4, k != 0``.
 
 Writes one JSON line per episode (policy, instance, final test metrics,
 return, the quantities of every step) to ``--output``, and ``summary.json``
@@ -21,22 +24,26 @@ Prints the summary as a Markdown table.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for benchmarks
-
 import numpy as np
 
-from benchmarks.compare import is_run_folder, policy_label
-from benchmarks.stats import Interval, stratified_bootstrap_ci
-from dus_gym.agent_io import read_run_config
-from dus_gym.cli import parse_args
+from dus_gym.agent_io import agent_folder, load_policy, policy_label, read_run_config
+from dus_gym.cli import fail, json_object, parse_args, run, setting_up
+from dus_gym.evaluation import episode_pool
 from dus_gym.instances import SET_SIZES, instance_set
+
+try:
+    from benchmarks.stats import Interval, stratified_bootstrap_ci
+except ModuleNotFoundError as err:  # run as a file: sys.path has agents/, not the repository root
+    if err.name != "benchmarks":
+        raise
+    fail("agents/evaluate.py", "run it from the repository root as a module: python -m agents.evaluate ...")
+
+PROG = "python -m agents.evaluate"
 
 FIXED_EXPONENTS = (-4, -3, -2, -1, 1, 2, 3, 4)
 """``fixed:all``: ratios a:b = 2**k (weights 2**(k/2) and 2**(-k/2), inside the default max_ratio 4)."""
@@ -47,7 +54,8 @@ class Args:
     """Evaluate saved agents and built-in policies on the same held-out instances."""
 
     policies: list[str] = field(default_factory=lambda: ["uniform", "dus_h"])
-    """run folders and/or built-in specs (uniform, random, fixed:W1,W2, fixed:all, dus_h, dus_h:LAM)"""
+    """run folders, shipped agents (pretrained:NAME) and/or built-in specs (uniform, random, fixed:W1,W2, fixed:all,
+    dus_h, dus_h:LAM)"""
     env_id: str | None = None
     """env id; default: the first run folder's, else DUS-v0"""
     env_kwargs: str | None = None
@@ -79,13 +87,11 @@ def expand_policies(policies: Sequence[str]) -> list[str]:
 
 def resolve_setting(args: Args) -> tuple[str, dict[str, Any], str]:
     """The env id, env kwargs and held-out instance set: the flags, else the first run folder's, else defaults."""
-    runs = [p for p in args.policies if is_run_folder(p)]
+    runs = [folder for folder in map(agent_folder, args.policies) if folder is not None]
     config = read_run_config(runs[0]) if runs else None
     env_id = args.env_id or (config["env_id"] if config else "DUS-v0")
     if args.env_kwargs is not None:
-        env_kwargs = json.loads(args.env_kwargs)
-        if not isinstance(env_kwargs, dict):
-            raise ValueError(f"--env-kwargs: expected a JSON object, got {args.env_kwargs!r}")
+        env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
     else:
         env_kwargs = dict(config["env_kwargs"]) if config else {}
     if args.instances is not None:
@@ -108,15 +114,12 @@ def run_episode(job: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     import dus_gym  # noqa: F401
-    from dus_gym.agent_io import load_agent
     from dus_gym.evaluation import run_episode as play
-    from dus_gym.policies import make_policy
 
     torch.set_num_threads(1)
     env = gym.make(job["env_id"], **job["env_kwargs"])
     policy = job["policy"]
-    agent: Any = load_agent(policy) if is_run_folder(policy) else make_policy(policy, env, job["seed"])
-    record = play(env, agent, seed=job["seed"], options={"instance": job["instance"]})
+    record = play(env, load_policy(policy, env, job["seed"]), seed=job["seed"], options={"instance": job["instance"]})
     unwrapped: Any = env.unwrapped
     if record["test"] is None:  # diverged: the broken model's test metrics
         record["test"] = unwrapped.test_metrics()
@@ -223,36 +226,52 @@ def markdown_table(summary: dict[str, Any]) -> str:
 
 
 def main(args: Args) -> dict[str, Any]:
-    """Run every policy on the same held-out instances; write the episodes and the summary."""
-    env_id, env_kwargs, instances = resolve_setting(args)
-    if "instances" in env_kwargs:
-        raise ValueError("--env-kwargs: the held-out instances come from --instances, not from env_kwargs")
-    size = SET_SIZES["eval"] // 2
-    if not 1 <= args.n_episodes <= size:
-        raise ValueError(
-            f"--n-episodes {args.n_episodes}: expected 1 .. {size} (the first half of the {instances!r} set; "
-            "agents/train.py monitors on its second half)"
-        )
-    if not instances.endswith("eval"):
-        raise ValueError(f"--instances {instances!r}: evaluation needs a held-out set, 'eval' or 'FAMILY:eval'")
-    held_out = instance_set(instances)[: args.n_episodes]
-    policies = expand_policies(args.policies)
+    """Run every policy on the same held-out instances; write the episodes and the summary.
+
+    Every flag, policy and run folder is checked before the first episode (a
+    bad one raises :class:`dus_gym.cli.UsageError`).
+    """
+    import gymnasium as gym
+
+    out = Path(args.output)
+    with setting_up():
+        env_id, env_kwargs, instances = resolve_setting(args)
+        if "instances" in env_kwargs:
+            raise ValueError("--env-kwargs: the held-out instances come from --instances, not from env_kwargs")
+        size = SET_SIZES["eval"] // 2
+        if not 1 <= args.n_episodes <= size:
+            raise ValueError(
+                f"--n-episodes {args.n_episodes}: expected 1 .. {size} (the first half of the {instances!r} set; "
+                "agents/train.py monitors on its second half)"
+            )
+        if not instances.endswith("eval"):
+            raise ValueError(f"--instances {instances!r}: evaluation needs a held-out set, 'eval' or 'FAMILY:eval'")
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        held_out = instance_set(instances)[: args.n_episodes]
+        policies = expand_policies(args.policies)
+        records: list[dict[str, Any]] = []
+        if args.summarize_only:
+            if not out.is_file():
+                raise FileNotFoundError(f"--summarize-only: no episodes file {out} (write one with --output)")
+            records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+            if not records:
+                raise ValueError(f"--summarize-only: {out} holds no episode")
+        else:
+            env = gym.make(env_id, **env_kwargs)
+            for p in policies:  # an unknown policy or an agent for other spaces fails here, not in a worker
+                load_policy(p, env, args.seed)
+            env.close()
     jobs = [
         {"env_id": env_id, "env_kwargs": env_kwargs, "policy": p, "episode": k, "instance": inst,
          "seed": args.seed + k}
         for p in policies for k, inst in enumerate(held_out)
     ]
-    out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-    if args.summarize_only:
-        records = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-        if not records:
-            raise ValueError(f"--summarize-only: {out} holds no episode")
-    else:
+    if not args.summarize_only:
         with out.open("w") as f:
             if args.workers > 1:
-                with ProcessPoolExecutor(args.workers) as pool:
+                with episode_pool(args.workers) as pool:  # its workers end with this process
                     results = list(pool.map(run_episode, jobs))
             else:
                 results = [run_episode(j) for j in jobs]
@@ -271,4 +290,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    run(lambda: main(parse_args(Args, prog=PROG)), PROG)

@@ -6,23 +6,27 @@ finishes. A rerun with the same output skips the cells already there, so an
 interrupted sweep loses only the episodes that were running. Then it writes
 ``summary.md``, ``summary.csv`` and the plots (``benchmarks/plots.py``).
 
-    python benchmarks/compare.py --datasets synthetic:shortcut --num-seeds 10
-    python benchmarks/compare.py --policies uniform dus_h runs/ppo_shortcut_0 --workers 2
-    RAY_ADDRESS=ray://head:10001 python benchmarks/compare.py --backend ray
+    python -m benchmarks.compare --datasets synthetic:shortcut --num-seeds 10
+    python -m benchmarks.compare --policies uniform dus_h pretrained:shortcut_ppo runs/my_run --workers 2
+    RAY_ADDRESS=ray://head:10001 python -m benchmarks.compare --backend ray
+
+Run it from the repository root as a module (``python -m benchmarks.compare``):
+it imports ``benchmarks.stats``, which a script run as a file cannot see.
 
 A policy is a built-in spec (``uniform``, ``random``, ``fixed:1,2``,
-``dus_h:2.0``; see :mod:`dus_gym.policies`) or the path of a run folder written
-by ``agents/train.py``. Every policy sees the same instances: the env is reset
-with the cell's seed.
+``dus_h:2.0``; see :mod:`dus_gym.policies`), the path of a run folder written
+by ``agents/train.py``, or a shipped agent (``pretrained:NAME``); see
+:func:`dus_gym.agent_io.load_policy`. Every policy sees the same instances:
+the env is reset with the cell's seed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,22 +34,30 @@ from typing import Any
 
 import numpy as np
 
-if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from dus_gym import EPISODE_STEPS
+from dus_gym.agent_io import load_policy, policy_label
+from dus_gym.cli import UsageError, fail, json_object, parse_args, run, setting_up
 
-from benchmarks.stats import Interval
-from dus_gym.cli import parse_args
+try:
+    from benchmarks.stats import Interval
+except ModuleNotFoundError as err:  # run as a file: sys.path has benchmarks/, not the repository root
+    if err.name != "benchmarks":
+        raise
+    fail("benchmarks/compare.py", "run it from the repository root as a module: python -m benchmarks.compare ...")
 
 # benchmarks.stats loads scipy; the functions that need it import it themselves,
 # so worker processes that only run cells start faster.
 
 __all__ = [
+    "PROG",
     "Args",
     "Cell",
     "aggregate_gains",
     "compact_table",
     "append_record",
+    "check_policies",
     "main",
+    "make_env",
     "make_cells",
     "read_records",
     "run_cell",
@@ -54,6 +66,7 @@ __all__ = [
     "write_summary",
 ]
 
+PROG = "python -m benchmarks.compare"
 RESULTS_FILE = "results.jsonl"
 REFERENCE_POLICY = "uniform"
 BACKENDS = ("local", "ray")
@@ -66,7 +79,8 @@ class Args:
     policies: list[str] = field(
         default_factory=lambda: ["uniform", "random", "fixed:1,2", "fixed:2,1", "dus_h:0.5", "dus_h", "dus_h:2.0"]
     )
-    """policies: uniform, random, fixed:W1,W2 (one weight per modality), dus_h[:LAM], or a run-folder path"""
+    """policies: uniform, random, fixed:W1,W2 (one weight per modality), dus_h[:LAM], a run-folder path, or
+    pretrained:NAME (a shipped agent)"""
     datasets: list[str] = field(
         default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
     )
@@ -77,7 +91,7 @@ class Args:
     """seeds (instances) per grid point; every policy sees the same ones"""
     seed: int = 0
     """first seed; the seeds are seed, seed+1, ..., seed+num_seeds-1"""
-    n_steps: int = 30
+    n_steps: int = EPISODE_STEPS
     """steps (epochs) per episode"""
     iterations_per_step: int | None = None
     """training iterations per step; none: one epoch"""
@@ -142,21 +156,10 @@ def settings_json(args: Args) -> str:
         "iterations_per_step": args.iterations_per_step,
         "base_batch": args.base_batch,
         "device": args.device,
-        "dataset_kwargs": _json_object(args.dataset_kwargs, "--dataset-kwargs"),
-        "env_kwargs": _json_object(args.env_kwargs, "--env-kwargs"),
+        "dataset_kwargs": json_object(args.dataset_kwargs, "--dataset-kwargs"),
+        "env_kwargs": json_object(args.env_kwargs, "--env-kwargs"),
     }
     return json.dumps(settings, sort_keys=True)
-
-
-def _json_object(text: str, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: {text!r} is not valid JSON ({err}); expected an object like '{{\"k\": 1}}'") \
-            from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{where}: {text!r} is a {type(value).__name__}; expected a JSON object")
-    return value
 
 
 def make_cells(args: Args) -> list[Cell]:
@@ -170,32 +173,38 @@ def make_cells(args: Args) -> list[Cell]:
     ]
 
 
-def is_run_folder(policy: str) -> bool:
-    """A policy given as a path (to a run folder) rather than a built-in spec."""
-    return os.sep in policy or Path(policy).is_dir()
+def make_env(dataset: str, method: str, settings: dict[str, Any]) -> Any:
+    """The env of a grid point (a :class:`~dus_gym.envs.DUSEnv`), with the settings every cell shares."""
+    from dus_gym.envs import DUSEnv
+
+    return DUSEnv(
+        dataset=dataset,
+        method=method,
+        n_steps=settings["n_steps"],
+        iterations_per_step=settings["iterations_per_step"],
+        base_batch=settings["base_batch"],
+        device=settings["device"],
+        dataset_kwargs=settings["dataset_kwargs"],
+        **settings["env_kwargs"],
+    )
 
 
-def policy_label(policy: str) -> str:
-    """Short name for tables and plots: a run folder's base name, else the spec."""
-    return Path(policy).name if is_run_folder(policy) else policy
+def check_policies(cells: Sequence[Cell]) -> None:
+    """Build each grid point's env and load every policy on it, before any episode runs.
 
-
-def _make_policy(policy: str, env: Any, seed: int) -> Any:
-    from dus_gym.agent_io import load_agent
-    from dus_gym.policies import make_policy
-
-    if not is_run_folder(policy):
-        return make_policy(policy, env, seed)
-    agent = load_agent(policy)
-    for space in ("observation_space", "action_space"):
-        theirs, ours = getattr(agent.model, space), getattr(env, space)
-        if theirs != ours:
-            raise ValueError(
-                f"policy {policy!r}: the agent's {space} {theirs} differs from the benchmark env's {ours}; "
-                f"run it on an env like the one it was trained on (its config.json: {agent.config.get('env_kwargs')})"
-            )
-    return agent
-
+    An unknown policy, data set or env argument, a missing run folder or an
+    agent trained for other spaces is then one error at once, not a failed
+    worker minutes later. Building an env is cheap: the data and the model
+    come at its first reset.
+    """
+    policies: dict[tuple[str, str, str], dict[str, int]] = defaultdict(dict)
+    for cell in cells:
+        policies[(cell.dataset, cell.method, cell.settings)].setdefault(cell.policy, cell.seed)
+    for (dataset, method, settings), specs in policies.items():
+        env = make_env(dataset, method, json.loads(settings))
+        for spec, seed in specs.items():
+            load_policy(spec, env, seed)
+        env.close()
 
 def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
     """Run one cell's episode and return its result record (one JSON line).
@@ -207,24 +216,14 @@ def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
     """
     import torch
 
-    from dus_gym.envs import DUSEnv
     from dus_gym.evaluation import run_episode
 
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     settings = json.loads(cell.settings)
-    env = DUSEnv(
-        dataset=cell.dataset,
-        method=cell.method,
-        n_steps=settings["n_steps"],
-        iterations_per_step=settings["iterations_per_step"],
-        base_batch=settings["base_batch"],
-        device=settings["device"],
-        dataset_kwargs=settings["dataset_kwargs"],
-        **settings["env_kwargs"],
-    )
+    env = make_env(cell.dataset, cell.method, settings)
     start = time.perf_counter()
-    policy = _make_policy(cell.policy, env, cell.seed)
+    policy = load_policy(cell.policy, env, cell.seed)
     record = run_episode(env, policy, seed=cell.seed)
     if record["test"] is None:  # diverged: the broken model's test metrics still count
         record["test"] = env.test_metrics()
@@ -323,13 +322,12 @@ def _run_named(cell: Cell, threads: int | None) -> dict[str, Any]:
 
 
 def _local_pool(cells: Sequence[Cell], workers: int, threads: int) -> Iterator[dict[str, Any]]:
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures import FIRST_COMPLETED, wait
 
-    # fork (as torch's DataLoader workers) starts workers without re-importing torch; each
-    # worker sets its own thread count in run_cell. spawn where fork does not exist.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method)) as pool:
+    from dus_gym.evaluation import episode_pool
+
+    # Each worker sets its own thread count in run_cell; the workers end with this process.
+    with episode_pool(workers) as pool:
         futures = {pool.submit(_run_named, cell, threads) for cell in cells}
         try:
             while futures:
@@ -360,14 +358,19 @@ def _ray(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
             ray.cancel(ref)
 
 
-def execute(
-    cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1
-) -> Iterator[dict[str, Any]]:
-    """Run ``cells`` on a backend; yields each record as its episode finishes (any order)."""
+def check_backend(backend: str, workers: int) -> None:
+    """Raise a ValueError naming the flag for an unknown backend or a worker count below 1."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: expected one of {list(BACKENDS)}")
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+
+
+def execute(
+    cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Run ``cells`` on a backend; yields each record as its episode finishes (any order)."""
+    check_backend(backend, workers)
     if backend == "ray":
         return _ray(cells, threads)
     if workers == 1:
@@ -632,18 +635,28 @@ def write_summary(
 
 
 def main(argv: Sequence[str] | None = None) -> list[Row]:
-    args = parse_args(Args, argv, description=__doc__)
+    """Run the grid's missing cells, then write and print the summary; returns its rows.
+
+    Every flag, policy, data set and run folder is checked before the first
+    episode (a bad one raises :class:`dus_gym.cli.UsageError`).
+    """
+    args = parse_args(Args, argv, description=__doc__, prog=PROG)
     # Seeding: every cell's randomness comes from its own seed (env.reset(seed=...) draws the
     # instance, the random policy uses the same seed); the bootstrap resamples from args.seed.
-    cells = make_cells(args)
     output = Path(args.output)
+    results = output / RESULTS_FILE
+    with setting_up():
+        cells = make_cells(args)
+        if args.run:
+            check_backend(args.backend, args.workers)
+            check_policies(pending_cells(cells, read_records(results), results))
     if args.run:
         records = run_grid(cells, output, args.backend, args.workers, args.torch_threads, args.progress)
     else:
         wanted = {c.key for c in cells}
-        records = [r for r in read_records(output / RESULTS_FILE) if _record_key(r) in wanted]
+        records = [r for r in read_records(results) if _record_key(r) in wanted]
     if not records:
-        raise SystemExit(f"{output / RESULTS_FILE}: no results for this grid yet")
+        raise UsageError(f"{results}: no results for this grid yet (--no-run only summarises what is there)")
     rows = summarise(records, args.n_resamples, args.seed)
     note = f"Settings: {settings_json(args)}; {len(records)} episodes."
     aggregates = aggregate_gains(records, args.n_resamples, args.seed) if len(args.datasets) > 1 else []
@@ -658,4 +671,4 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, PROG)

@@ -101,7 +101,7 @@ def test_rerun_skips_finished_cells_and_runs_only_new_ones(tmp_path: Path, monke
 
 def test_killed_sweep_leaves_only_whole_lines_and_resumes(tmp_path: Path) -> None:
     argv = tiny_argv(tmp_path, "--no-plots", policies=("uniform", "fixed:1,2", "fixed:2,1"), seeds=3)
-    script = [sys.executable, str(REPO / "benchmarks" / "compare.py"), *argv]
+    script = [sys.executable, "-m", "benchmarks.compare", *argv]
     results = tmp_path / "results.jsonl"
     proc = subprocess.Popen(script, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -120,6 +120,56 @@ def test_killed_sweep_leaves_only_whole_lines_and_resumes(tmp_path: Path) -> Non
     assert len(final) == 9 and len({compare._record_key(r) for r in final}) == 9
     assert final[: len(first)] == first  # finished episodes kept as they were
     assert sum(row.n for row in rows) == 9
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of ``pid``, read from /proc (no psutil)."""
+    kids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()  # after "pid (comm)": state, ppid, ...
+        except OSError:  # the process ended meanwhile
+            continue
+        if fields[1] == str(pid) and fields[0] not in "ZX":
+            kids.add(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie: an orphan's zombie waits for a reaper that a container may not have."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
+def test_pool_workers_end_when_the_sweep_is_killed(tmp_path: Path) -> None:
+    # Enough cells that the pool is still busy when it is killed.
+    argv = tiny_argv(tmp_path, "--no-plots", "--workers", "2", "--n-steps", "50", seeds=20)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.compare", *argv], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2:
+            assert proc.poll() is None, "the sweep ended before its workers started"
+            assert time.monotonic() < deadline, "no pool workers after 120 s"
+            time.sleep(0.05)
+            workers = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [w for w in workers if _alive(w)], "pool workers outlived their killed parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        for w in workers:  # never leave orphans behind, even when the test fails
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
 
 
 def test_unfinished_last_line_is_dropped_before_appending(tmp_path: Path) -> None:
@@ -153,8 +203,8 @@ def test_trained_agent_run_folder_is_a_policy(tmp_path: Path) -> None:
     assert {r["policy"] for r in read_lines(out / "results.jsonl")} == {"uniform", str(run_dir)}
     assert "| ppo_tiny |" in (out / "summary.md").read_text()
     assert len(rows) == 2
-    # An agent for other spaces is refused with both spaces named.
-    with pytest.raises(RuntimeError, match="action_space"):
+    # An agent for other spaces is refused before any episode, with the folder and both spaces named.
+    with pytest.raises(ValueError, match=rf"agent in {run_dir} was trained for the action_space MultiDiscrete"):
         compare.main([*tiny_argv(tmp_path / "o2", "--no-plots", policies=(str(run_dir),), seeds=1),
                       "--env-kwargs", '{"levels": 5, "run_config": {"probe_steps": 5}}'])
 
@@ -187,7 +237,7 @@ def test_cells_are_picklable_and_the_grid_is_complete() -> None:
     assert len(cells) == 2 * 3 and len({c.key for c in cells}) == 6
     cell = pickle.loads(pickle.dumps(cells[0]))
     assert cell == cells[0] and pickle.loads(pickle.dumps(compare.run_cell)) is compare.run_cell
-    with pytest.raises(ValueError, match=r"--env-kwargs: '\[1\]' is a list; expected a JSON object"):
+    with pytest.raises(ValueError, match=r"--env-kwargs: '\[1\]' is a JSON array; expected an object"):
         compare.make_cells(parse_args(compare.Args, [*tiny_argv(Path("unused")), "--env-kwargs", "[1]"]))
     with pytest.raises(ValueError, match=r"--backend 'dask': expected one of \['local', 'ray'\]"):
         compare.execute(cells, "dask")
