@@ -21,6 +21,8 @@ through ``gym.make``, ``reset`` and ``step``:
 Writes ``<output-dir>/<run_name>/``: ``config.json``, ``policy.pt`` (the
 state dict) and TensorBoard events (``charts/episodic_return``,
 ``test/accuracy``, ``dus/quantity/<m>``, ``losses/policy_loss``).
+
+A bad flag, env id or env argument is one error line and exit status 2.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import dus_gym  # noqa: F401  (registers the env ids)
-from dus_gym.cli import parse_args
+from dus_gym.cli import json_object, parse_args, run, setting_up
 from dus_gym.instances import instance_set
+
+PROG = "agents/reinforce.py"
 
 
 @dataclass
@@ -126,7 +130,14 @@ def returns_to_go(rewards: list[float], gamma: float) -> np.ndarray:
 
 def main(args: Args) -> dict[str, Any]:
     """Train, save, evaluate; return the final greedy test accuracies."""
-    env_kwargs = json.loads(args.env_kwargs)
+    with setting_up():
+        env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
+        env = gym.make(args.env_id, **env_kwargs, instances=args.instances)
+        space = env.action_space
+        if not isinstance(space, gym.spaces.MultiDiscrete):
+            raise ValueError(f"reinforce.py needs a discrete action space (action_type='discrete'), got {space}")
+        eval_set = instance_set(args.eval_instances, max(args.eval_episodes, 1))[: args.eval_episodes]
+        eval_env = gym.make(args.env_id, **env_kwargs)
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.output_dir) / run_name
     writer = SummaryWriter(str(run_dir))
@@ -138,10 +149,6 @@ def main(args: Args) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
 
-    env = gym.make(args.env_id, **env_kwargs, instances=args.instances)
-    space = env.action_space
-    if not isinstance(space, gym.spaces.MultiDiscrete):
-        raise ValueError(f"reinforce.py needs a discrete action space (action_type='discrete'), got {space}")
     modalities = env.unwrapped.modalities  # type: ignore[attr-defined]
     policy = Policy(int(np.prod(env.observation_space.shape or (0,))), [int(n) for n in space.nvec], args.hidden)
     optimizer = torch.optim.Adam(policy.parameters(), lr=args.learning_rate)
@@ -175,9 +182,8 @@ def main(args: Args) -> dict[str, Any]:
     torch.save(policy.state_dict(), run_dir / "policy.pt")
     (run_dir / "config.json").write_text(json.dumps({**asdict(args), "env_kwargs": env_kwargs}, indent=2))
 
-    eval_env = gym.make(args.env_id, **env_kwargs)
     accuracies = []
-    for k, instance in enumerate(instance_set(args.eval_instances, max(args.eval_episodes, 1))[: args.eval_episodes]):
+    for k, instance in enumerate(eval_set):
         _, _, info = play(eval_env, policy, args.seed + k, greedy=True, options={"instance": instance})
         accuracies.append(info["test"]["accuracy"] if "test" in info else float("nan"))
         writer.add_scalar("eval/test_accuracy", accuracies[-1], k)
@@ -187,4 +193,4 @@ def main(args: Args) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    run(lambda: main(parse_args(Args, prog=PROG)), PROG)

@@ -25,6 +25,9 @@ Training episodes draw their instances from ``--instances`` (default the
 ``train`` set); ``EvalCallback`` uses the *last* ``--n-eval-instances`` of
 ``--eval-instances`` (a disjoint set, checked), so the first instances of that
 set stay untouched for ``agents/evaluate.py``.
+
+A bad flag, env id, env argument or ``--init-from`` folder is one error line
+and exit status 2, before anything is written.
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, read_run_config
-from dus_gym.cli import parse_args
+from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, agent_folder, read_run_config
+from dus_gym.cli import json_object, parse_args, run, setting_up
 from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_instances
 
-# Defaults for a small budget (a few thousand steps of 30-step episodes);
-# agents/hyperparams/*.yml holds the same values for rl-zoo3.
+PROG = "agents/train.py"
+
+# Defaults for a small budget (a few thousand env steps: a few hundred episodes of the
+# registered length); agents/hyperparams/*.yml holds the same values for rl-zoo3.
 DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
     "ppo": {
         "n_steps": 64, "batch_size": 64, "n_epochs": 10, "learning_rate": 5e-4, "gamma": 0.99,
@@ -87,7 +92,8 @@ class Args:
     seed: int = 1
     """seed of the agent, the envs' instance draws and the batch orders"""
     init_from: str | None = None
-    """continue training the model (and normalisation statistics) of this run folder instead of a new one"""
+    """continue training the model (and normalisation statistics) of this run folder (or pretrained:NAME, a
+    shipped agent) instead of a new one"""
     normalize: bool = True
     """wrap the envs in VecNormalize (observations and rewards); its statistics are saved"""
     hyperparams: str = "{}"
@@ -108,17 +114,6 @@ class Args:
     """show SB3's progress bar (needs rich and tqdm)"""
     verbose: int = 0
     """SB3 verbosity (0 quiet, 1 training tables on stdout)"""
-
-
-def json_object(text: str, flag: str) -> dict[str, Any]:
-    """Parse a JSON object given on the command line, naming the flag when it is not one."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{flag}: {text!r} is not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{flag}: expected a JSON object like '{{\"key\": 1}}', got {text!r}")
-    return value
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any], torch_threads: int = 1) -> Callable[[], gym.Env[Any, Any]]:
@@ -292,24 +287,36 @@ def main(args: Args) -> Path:
 
     import dus_gym
 
-    if args.algo not in ALGOS:
-        raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
-    env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
-    overrides = json_object(args.hyperparams, "--hyperparams")
-    if "instances" in env_kwargs:
-        raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
-    hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
+    with setting_up():
+        if args.algo not in ALGOS:
+            raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
+        env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
+        overrides = json_object(args.hyperparams, "--hyperparams")
+        if "instances" in env_kwargs:
+            raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
+        hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
 
-    train_set = resolve_instances(args.instances)
-    eval_spec = args.eval_instances
-    n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
-    if not 1 <= args.n_eval_instances <= (n_eval_set or 0) // 2:
-        raise ValueError(
-            f"--n-eval-instances {args.n_eval_instances}: expected 1 .. {(n_eval_set or 0) // 2} "
-            f"(at most half of the {eval_spec!r} set, whose first half stays for agents/evaluate.py)"
-        )
-    monitor_set = instance_set(eval_spec)[-args.n_eval_instances :]
-    check_disjoint(train_set, monitor_set)
+        train_set = resolve_instances(args.instances)
+        eval_spec = args.eval_instances
+        n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
+        if not 1 <= args.n_eval_instances <= (n_eval_set or 0) // 2:
+            raise ValueError(
+                f"--n-eval-instances {args.n_eval_instances}: expected 1 .. {(n_eval_set or 0) // 2} "
+                f"(at most half of the {eval_spec!r} set, whose first half stays for agents/evaluate.py)"
+            )
+        monitor_set = instance_set(eval_spec)[-args.n_eval_instances :]
+        check_disjoint(train_set, monitor_set)
+        init_from = None
+        if args.init_from:
+            init_from = agent_folder(args.init_from) or Path(args.init_from)
+            start_config = read_run_config(init_from)
+            if start_config["algo"] != args.algo:
+                raise ValueError(
+                    f"--init-from {args.init_from}: its algo is {start_config['algo']!r}, not --algo {args.algo!r}"
+                )
+        # The envs are built in worker processes, where a bad env id or argument is a dead worker, not a
+        # message: build one here first (cheap: the data and the model come at its first reset).
+        gym.make(args.env_id, **env_kwargs, instances=args.instances).close()
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.output_dir) / run_name
@@ -324,8 +331,8 @@ def main(args: Args) -> Path:
     )
     eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
     if args.normalize:
-        if args.init_from and (Path(args.init_from) / VECNORMALIZE_FILE).is_file():
-            train_env = VecNormalize.load(str(Path(args.init_from) / VECNORMALIZE_FILE), train_env)
+        if init_from and (init_from / VECNORMALIZE_FILE).is_file():
+            train_env = VecNormalize.load(str(init_from / VECNORMALIZE_FILE), train_env)
         else:
             train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=hyperparams.get("gamma", 0.99))
         # EvalCallback copies the training statistics into it before each evaluation.
@@ -351,13 +358,8 @@ def main(args: Args) -> Path:
 
     algo_cls: Any = {"ppo": PPO, "a2c": A2C}[args.algo]
     # A deep copy: SB3 adds entries (A2C's optimizer class) to the policy_kwargs it is given.
-    if args.init_from:
-        start_config = read_run_config(args.init_from)
-        if start_config["algo"] != args.algo:
-            raise ValueError(
-                f"--init-from {args.init_from}: its algo is {start_config['algo']!r}, not --algo {args.algo!r}"
-            )
-        model = algo_cls.load(Path(args.init_from) / MODEL_FILE, env=train_env, device=args.device)
+    if init_from:
+        model = algo_cls.load(init_from / MODEL_FILE, env=train_env, device=args.device)
         model.set_random_seed(args.seed)
     else:
         model = algo_cls(
@@ -366,7 +368,7 @@ def main(args: Args) -> Path:
         )
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
 
-    previous_csv = Path(args.init_from) / "episodes.csv" if args.init_from else None
+    previous_csv = init_from / "episodes.csv" if init_from else None
     callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv)]
     per_env = max(1, args.num_envs)
     if args.checkpoint_freq > 0:
@@ -402,4 +404,4 @@ def main(args: Args) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_args(Args))
+    run(lambda: main(parse_args(Args, prog=PROG)), PROG)
