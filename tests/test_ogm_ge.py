@@ -39,12 +39,12 @@ def test_bad_options_are_refused() -> None:
 
 def test_modulation_scales_only_the_dominant_encoder() -> None:
     model = build_model([(3,), (5,)], 4, torch.Generator().manual_seed(0), feature_dim=6)
-    grads = {}
+    grads: dict[str, torch.Tensor] = {}
     for name, p in model.named_parameters():
         p.grad = torch.randn(p.shape, generator=torch.Generator().manual_seed(len(grads)))
         grads[name] = p.grad.clone()
-    ctx = TrainContext(model, torch.optim.SGD(model.parameters(), lr=0.1), [], torch.zeros(0), lambda n: n,
-                       torch.Generator(), 8)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = TrainContext(model, optimizer, [], torch.zeros(0), lambda n: torch.arange(n), torch.Generator(), 8)
     OGMGEMethod(alpha=0.5, noise=False).modulate_gradients(ctx, [], torch.tensor([0.2, 0.6]))
     k = 1 - math.tanh(0.5 * (0.6 / 0.2 - 1))
     for name, p in model.named_parameters():
@@ -67,10 +67,11 @@ def test_training_iteration_damps_the_dominant_modality_by_the_hand_coefficient(
     dominant = 0 if s[0] > s[1] else 1
     k = 1 - math.tanh(0.5 * (s[dominant] / s[1 - dominant] - 1))
     assert 0 < k < 1
-    assert ogm.method.last_coefficients is not None
+    assert isinstance(ogm.method, OGMGEMethod) and ogm.method.last_coefficients is not None
     assert ogm.method.last_coefficients.tolist() == pytest.approx([k if j == dominant else 1.0 for j in range(2)])
     for (name, p_joint), p_ogm in zip(joint.model.named_parameters(), ogm.model.parameters()):
         scale = k if name.startswith(f"encoders.{dominant}.") else 1.0
+        assert p_joint.grad is not None, name
         torch.testing.assert_close(p_ogm.grad, p_joint.grad * scale, msg=name)
 
 
@@ -80,13 +81,17 @@ def test_ge_noise_matches_gradient_std_and_is_reproducible() -> None:
         run.method.train_iteration(run._ctx, [8, 8])
     noisy = dict(runs[0].model.named_parameters())["encoders.0.net.0.weight"].grad
     clean = dict(runs[1].model.named_parameters())["encoders.0.net.0.weight"].grad
-    k = runs[1].method.last_coefficients[0]  # noise is drawn after the draws, so both runs saw the same batch
+    assert noisy is not None and clean is not None
+    method = runs[1].method
+    assert isinstance(method, OGMGEMethod) and method.last_coefficients is not None
+    k = method.last_coefficients[0]  # noise is drawn after the draws, so both runs saw the same batch
     # The noise std is that of the unmodulated gradient (clean / k), per tensor.
     noise = noisy - clean
     assert noise.std().item() == pytest.approx((clean / k).std().item(), rel=0.15)
     again = _run("ogm_ge", alpha=0.5)
     again.method.train_iteration(again._ctx, [8, 8])
-    assert torch.equal(dict(again.model.named_parameters())["encoders.0.net.0.weight"].grad, noisy)
+    repeated = dict(again.model.named_parameters())["encoders.0.net.0.weight"].grad
+    assert repeated is not None and torch.equal(repeated, noisy)
 
 
 def test_method_kwargs_reach_the_method_from_the_env_and_survive_json(tiny_env_kwargs) -> None:
@@ -94,6 +99,7 @@ def test_method_kwargs_reach_the_method_from_the_env_and_survive_json(tiny_env_k
 
     env = DUSEnv(**tiny_env_kwargs, method="ogm_ge", method_kwargs={"alpha": 0.3, "noise": False})
     env.reset(seed=0)
+    assert env.run is not None
     assert isinstance(env.run.method, OGMGEMethod)
     assert (env.run.method.alpha, env.run.method.noise) == (0.3, False)
     with pytest.raises(ValueError, match="alpah"):  # refused at construction, not at the first reset
