@@ -3,8 +3,11 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import unwrapped
+from gymnasium import spaces
 
 from dus_gym import DUSEnv
+from dus_gym.oracle import LookaheadOracle
 from dus_gym.policies import dus_h_quantities, make_policy
 
 
@@ -21,6 +24,7 @@ def test_dus_h_by_hand() -> None:
 def test_dus_h_policy_gives_the_lagging_modality_more(tiny_env_kwargs) -> None:
     env = DUSEnv(**{**tiny_env_kwargs, "base_batch": 64, "action_type": "continuous"})
     policy = make_policy("dus_h", env)
+    assert isinstance(env.observation_space, spaces.Box)
     obs = np.zeros(env.observation_space.shape, dtype=np.float32)
     obs[env.layout.slices["score"]] = [0.9, 0.3]
     action, state = policy.predict(obs)
@@ -31,6 +35,7 @@ def test_dus_h_policy_gives_the_lagging_modality_more(tiny_env_kwargs) -> None:
 def test_policies_accept_single_and_batched_observations(tiny_env_kwargs) -> None:
     env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs)
     obs, _ = env.reset(seed=0)
+    assert isinstance(env.action_space, spaces.MultiDiscrete)  # the default action type
     for spec in ("uniform", "random", "fixed:1,2", "dus_h:2"):
         policy = make_policy(spec, env, seed=0)
         single, _ = policy.predict(obs)
@@ -38,11 +43,12 @@ def test_policies_accept_single_and_batched_observations(tiny_env_kwargs) -> Non
         assert env.action_space.contains(single)
         assert batch.shape == (2, *env.action_space.shape)
     assert make_policy("uniform", env).predict(obs)[0].tolist() == [4, 4]
-    assert env.unwrapped.rule.quantities(make_policy("fixed:1,2", env).predict(obs)[0]).tolist() == [5, 11]
+    assert unwrapped(env).rule.quantities(make_policy("fixed:1,2", env).predict(obs)[0]).tolist() == [5, 11]
 
 
 def test_random_policy_is_seeded(tiny_env_kwargs) -> None:
     env = DUSEnv(**tiny_env_kwargs)
+    assert isinstance(env.observation_space, spaces.Box)
     obs = np.zeros(env.observation_space.shape, dtype=np.float32)
     a = [make_policy("random", env, seed=3).predict(obs)[0].tolist() for _ in range(2)]
     p = make_policy("random", env, seed=3)
@@ -66,5 +72,6 @@ def test_oracle_by_name_tries_the_candidates(tiny_env_kwargs) -> None:
     oracle = make_policy("oracle:3", env, seed=0)
     action, _ = oracle.predict(obs)
     assert env.action_space.contains(action)
-    gains = oracle.last_gains  # type: ignore[attr-defined]
-    assert len(gains) >= 2 and gains[oracle.last_choice] == max(gains)  # type: ignore[attr-defined]
+    assert isinstance(oracle, LookaheadOracle) and oracle.last_choice is not None
+    gains = oracle.last_gains
+    assert len(gains) >= 2 and gains[oracle.last_choice] == max(gains)
