@@ -21,7 +21,7 @@ from dus_gym import DUSEnv
 from dus_gym.data import load_dataset
 from dus_gym.run import RunConfig, TrainingRun
 
-METHODS = {
+METHODS: dict[str, dict[str, Any]] = {
     "joint": {"method": "joint"},
     "ogm_ge": {"method": "ogm_ge", "method_kwargs": {"alpha": 0.5}},
     "mla_projection": {"method": "mla", "method_kwargs": {"projection": True}},
