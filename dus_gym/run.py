@@ -236,11 +236,19 @@ class StepReport:
 
 
 def macro_f1(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Unweighted mean over classes of ``2 TP / (2 TP + FP + FN)`` (0 for a class never seen nor predicted)."""
-    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
-    tp = confusion.diagonal().float()
-    denom = confusion.sum(0).float() + confusion.sum(1).float()
-    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp)).mean()
+    """Unweighted mean over classes of ``2 TP / (2 TP + FP + FN)`` (0 for a class never seen nor predicted).
+
+    ``pred`` and ``labels``: int64 ``(..., n)``; returns ``(...)`` (one F1 per
+    leading index, e.g. per run of a batch), from one ``bincount``.
+    """
+    lead = pred.shape[:-1]
+    c2 = num_classes**2
+    offset = torch.arange(int(np.prod(lead)), device=pred.device).reshape(*lead, 1) * c2
+    flat = (labels * num_classes + pred + offset).reshape(-1)
+    confusion = torch.bincount(flat, minlength=c2 * int(np.prod(lead))).reshape(*lead, num_classes, num_classes)
+    tp = confusion.diagonal(dim1=-2, dim2=-1).float()
+    denom = confusion.sum(-2).float() + confusion.sum(-1).float()
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp)).mean(-1)
 
 
 def _probe_accuracy(

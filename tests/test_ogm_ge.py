@@ -33,7 +33,7 @@ def test_bad_options_are_refused() -> None:
         OGMGEMethod(alpha=-1.0)
     with pytest.raises(ValueError, match="alpah"):
         make_method("ogm_ge", alpah=0.1)
-    with pytest.raises(ValueError, match=r"shape \(M,\)"):
+    with pytest.raises(ValueError, match=r"shape \(\.\.\., M\) with M >= 2"):
         ogm_coefficients(torch.tensor([0.5]), 0.5)
 
 

@@ -46,21 +46,21 @@ __all__ = ["OGMGEMethod", "ogm_coefficients"]
 
 
 def ogm_coefficients(score: torch.Tensor, alpha: float) -> torch.Tensor:
-    """Per-modality gradient coefficients ``k_j`` in (0, 1], shape ``(M,)``.
+    """Per-modality gradient coefficients ``k_j`` in (0, 1], shape ``(..., M)``.
 
     Args:
-        score: ``(M,)`` per-example mean true-class probabilities ``s(j)`` in
-            [0, 1], M >= 2.
+        score: ``(..., M)`` per-example mean true-class probabilities ``s(j)``
+            in [0, 1], M >= 2 (a leading axis holds the runs of a batch).
         alpha: modulation strength >= 0; 0 leaves every gradient alone.
 
     ``ratio_j = s(j) / mean_{k != j} s(k)``; modalities with ``ratio_j > 1``
     get ``1 - tanh(alpha * (ratio_j - 1))``, the others 1.
     """
-    m = score.shape[0]
-    if score.ndim != 1 or m < 2:
-        raise ValueError(f"ogm_coefficients: score must have shape (M,) with M >= 2, got {tuple(score.shape)}")
+    m = score.shape[-1] if score.ndim else 0
+    if score.ndim < 1 or m < 2:
+        raise ValueError(f"ogm_coefficients: score must have shape (..., M) with M >= 2, got {tuple(score.shape)}")
     score = score.detach().float()
-    others = (score.sum() - score) / (m - 1)
+    others = (score.sum(dim=-1, keepdim=True) - score) / (m - 1)
     # A floor on the denominator: an untrained branch can give its true class
     # a probability that underflows to 0 in float32.
     ratio = score / others.clamp(min=1e-12)
