@@ -28,10 +28,10 @@ from dus_gym.monitor import DiscrepancyMonitor
 from dus_gym.run import EPISODE_STEPS, RunConfig, StepReport, TrainingRun
 
 if TYPE_CHECKING:
-    from dus_gym.envs import DUSEnv
+    from dus_gym.envs import DUSEnv, DUSVectorEnv
     from dus_gym.oracle import LookaheadOracle
     from dus_gym.policies import POLICIES, make_policy
-    from dus_gym.records import EpisodeRecord, ReplayReport, record_episode, replay
+    from dus_gym.records import EpisodeRecord, RecordError, ReplayReport, record_episode, replay
 
 __version__ = "0.1.0"
 
@@ -40,11 +40,13 @@ __all__ = [
     "EPISODE_STEPS",
     "POLICIES",
     "DUSEnv",
+    "DUSVectorEnv",
     "DiscrepancyMonitor",
     "EpisodeRecord",
     "LookaheadOracle",
     "MultimodalDataset",
     "QuantityRule",
+    "RecordError",
     "ReplayReport",
     "RunConfig",
     "StepReport",
@@ -61,6 +63,8 @@ __all__ = [
 # Names that live with the env (and load Gymnasium's env machinery, SB3-facing code): imported on first use.
 _LAZY = {
     "DUSEnv": "dus_gym.envs",
+    "DUSVectorEnv": "dus_gym.envs",
+    "RecordError": "dus_gym.records",
     "LookaheadOracle": "dus_gym.oracle",
     "POLICIES": "dus_gym.policies",
     "make_policy": "dus_gym.policies",
@@ -95,4 +99,9 @@ ENV_IDS = ("DUS-v0", "DUS-Synthetic-v0")
 # test metrics), so gym.make(id, n_steps=40) is a 40-step episode.
 for _env_id, _dataset in zip(ENV_IDS, ("digits", "synthetic:shortcut")):
     if _env_id not in registry:
-        register(id=_env_id, entry_point="dus_gym.envs:DUSEnv", kwargs={"dataset": _dataset})
+        register(
+            id=_env_id,
+            entry_point="dus_gym.envs:DUSEnv",
+            vector_entry_point="dus_gym.envs:DUSVectorEnv",
+            kwargs={"dataset": _dataset},
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +16,7 @@ from dus_gym.budget import QuantityRule
 from dus_gym.data import DatasetSource, MultimodalDataset
 from dus_gym.instances import draw_instance, resolve_instances
 from dus_gym.methods import make_method
-from dus_gym.run import EPISODE_STEPS, RunConfig, TrainingRun, resolve_device
+from dus_gym.run import EPISODE_STEPS, Evaluation, RunConfig, StepReport, TrainingRun, resolve_device
 
 __all__ = ["DUSEnv", "EPISODE_STEPS", "LOSS_CAP", "ObservationLayout", "REWARD_METRICS"]
 
@@ -313,31 +313,48 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        self.instance = draw_instance(
-            self.np_random, self.data_seed, self.instances, (options or {}).get("instance")
-        )
+        data = self._new_episode(seed, options)
         inst = self.instance
-        data = self.source.load(inst["data_seed"], inst.get("dataset_kwargs"))
         self.run = TrainingRun(data, self.config, inst["split_seed"], inst["init_seed"], inst["sample_seed"])
-        self._iterations = self.iterations_per_step or self.run.iterations_per_epoch
-        self._step = 0
-        self._ended = None
-        m = self.run.num_modalities
-        self._prev_counts = np.full(m, self.config.base_batch, dtype=np.int64)
-        self._evaluation = self.run.evaluate("val")
-        self._metric = self._reward_metric_value()
-        zeros = np.zeros(m)
-        obs = self._observation(zeros, zeros, zeros, zeros, zeros)
-        info = {"instance": dict(self.instance), **self._eval_info(), "quantities": self._prev_counts.tolist()}
-        return obs, info
+        return self._first_observation(self.run.evaluate("val"), self.run.iterations_per_epoch)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.run is None or self._ended is not None:
             why = "before reset()" if self.run is None else f"after the episode ended ({self._ended})"
             raise RuntimeError(f"DUSEnv.step() called {why}; call reset() to start an episode")
         counts = self.rule.quantities(self._check_action(action))
-        report = self.run.step(counts, self._iterations)
+        return self._after_step(counts, self.run.step(counts, self._iterations), self.test_metrics)
+
+    # The three halves of reset() and step() around the training run; the
+    # batched vector env (dus_gym.envs.vector) calls them for each sub-env
+    # with a slot of its batched run in place of self.run.
+
+    def _new_episode(self, seed: int | None, options: Mapping[str, Any] | None) -> MultimodalDataset:
+        """Seed ``np_random`` (as ``gym.Env.reset``), draw the instance, and return its data."""
+        super().reset(seed=seed)
+        self.instance = draw_instance(self.np_random, self.data_seed, self.instances, (options or {}).get("instance"))
+        return self.source.load(self.instance["data_seed"], self.instance.get("dataset_kwargs"))
+
+    def _first_observation(
+        self, evaluation: Evaluation, iterations_per_epoch: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The reset's observation and info, from the untrained model's validation metrics."""
+        self._iterations = self.iterations_per_step or iterations_per_epoch
+        self._step = 0
+        self._ended = None
+        m = len(self.modalities)
+        self._prev_counts = np.full(m, self.config.base_batch, dtype=np.int64)
+        self._evaluation = evaluation
+        self._metric = self._reward_metric_value()
+        zeros = np.zeros(m)
+        obs = self._observation(zeros, zeros, zeros, zeros, zeros)
+        info = {"instance": dict(self.instance), **self._eval_info(), "quantities": self._prev_counts.tolist()}
+        return obs, info
+
+    def _after_step(
+        self, counts: np.ndarray, report: StepReport, test_metrics: Callable[[], dict[str, Any]]
+    ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Observation, reward, termination, truncation and info of a step the run reported."""
         self._step += 1
         self._prev_counts = counts
         self._evaluation = report.validation
@@ -365,7 +382,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
                 reward -= self.sample_cost * (int(counts.sum()) - self.rule.total) / self.rule.total
             if truncated:
                 self._ended = f"truncated after n_steps={self.n_steps} steps"
-                info["test"] = self.test_metrics()
+                info["test"] = test_metrics()
         obs = self._observation(
             report.scores, report.last_scores, report.discrepancy, report.branch_loss, report.branch_loss_trend
         )

@@ -1,0 +1,238 @@
+"""Batched runs (dus_gym.batched) and the batched vector env: equal to single runs, per sub-run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import dus_gym
+from dus_gym import RunConfig, TrainingRun, load_dataset, make_synthetic
+from dus_gym.batched import BatchedTrainingRun, LoopedRuns, batching_support, make_run_batch
+from dus_gym.data import MultimodalDataset
+from dus_gym.envs import DUSVectorEnv
+from dus_gym.envs.sb3 import DUSVecEnv, make_sb3_vec_env
+
+TINY: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8,
+                        "device": "cpu"}
+SEEDS = [{"split_seed": s, "init_seed": 100 + s, "sample_seed": 200 + s} for s in range(3)]
+
+
+def _images(seed: int = 0) -> MultimodalDataset:
+    """A small image + vector set, so that the CNN encoder is batched too."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(120) % 4
+    image = torch.randn(120, 1, 8, 8, generator=g) + labels[:, None, None, None] * 0.5
+    vector = torch.randn(120, 6, generator=g) + labels[:, None] * 0.3
+    return MultimodalDataset({"img": image, "vec": vector}, labels, [str(c) for c in range(4)], "images")
+
+
+def _counts(k: int) -> np.ndarray:
+    """Non-uniform per-run counts (sum 2B = 16 per run) that change every iteration."""
+    return np.array([[8 + (k % 5), 8 - (k % 5)], [3, 13], [1 + k % 15, 15 - k % 15]])
+
+
+@pytest.mark.parametrize("method", ["joint", "ogm_ge", "mla"])
+@pytest.mark.parametrize("data", ["tiny", "images"])
+def test_batched_runs_equal_single_runs_iteration_by_iteration(method: str, data: str) -> None:
+    dataset = make_synthetic("tiny", seed=0) if data == "tiny" else _images()
+    config = RunConfig(method=method, base_batch=8, device="cpu")
+    batch = BatchedTrainingRun([dataset] * 3, config, SEEDS)
+    singles = [TrainingRun(dataset, config, **s) for s in SEEDS]
+    for k in range(50):
+        counts = _counts(k)
+        reports = batch.step(counts, iterations=1)
+        for run, c, rb in zip(singles, counts, reports):
+            rs = run.step(c, 1)
+            np.testing.assert_array_equal(rb.counts, rs.counts)
+            np.testing.assert_allclose(rb.train_loss, rs.train_loss, rtol=1e-4, atol=1e-5, err_msg=f"iteration {k}")
+            np.testing.assert_allclose(rb.branch_loss, rs.branch_loss, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(rb.scores, rs.scores, rtol=1e-4, atol=1e-6)
+            assert rb.finite and rs.finite
+    for i, run in enumerate(singles):
+        assert batch.report(i, "test", probe=False)["accuracy"] == pytest.approx(
+            run.report("test", probe=False)["accuracy"], abs=0.02
+        )
+
+
+def test_runs_with_their_own_data_are_stacked_and_still_equal_single_runs() -> None:
+    datasets = [make_synthetic("tiny", seed=s) for s in (1, 2, 3)]
+    config = RunConfig(base_batch=8, device="cpu")
+    batch = BatchedTrainingRun(datasets, config, SEEDS)
+    singles = [TrainingRun(d, config, **s) for d, s in zip(datasets, SEEDS)]
+    for k in range(10):
+        for run, c, rb in zip(singles, _counts(k), batch.step(_counts(k), iterations=1)):
+            np.testing.assert_allclose(rb.train_loss, run.step(c, 1).train_loss, rtol=1e-4, atol=1e-5)
+
+
+def test_one_run_reset_leaves_the_others_alone() -> None:
+    dataset = make_synthetic("tiny", seed=0)
+    config = RunConfig(base_batch=8, device="cpu", optimizer="adam", lr=1e-3)
+    batch = BatchedTrainingRun([dataset] * 3, config, SEEDS)
+    singles = [TrainingRun(dataset, config, **s) for s in SEEDS]
+    fresh = {"split_seed": 7, "init_seed": 8, "sample_seed": 9}
+    for k in range(6):
+        if k == 3:  # run 1 starts over; its optimizer state and monitor too
+            batch.reset_run(1, dataset, fresh)
+            singles[1] = TrainingRun(dataset, config, **fresh)
+        for run, c, rb in zip(singles, _counts(k), batch.step(_counts(k), iterations=2)):
+            rs = run.step(c, 2)
+            np.testing.assert_allclose(rb.train_loss, rs.train_loss, rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(rb.scores, rs.scores, rtol=1e-4, atol=1e-6)
+
+
+def test_a_diverging_run_is_flagged_and_the_others_are_untouched() -> None:
+    dataset = make_synthetic("tiny", seed=0)
+    config = RunConfig(base_batch=8, device="cpu")
+    batch = BatchedTrainingRun([dataset] * 3, config, SEEDS)
+    singles = [TrainingRun(dataset, config, **s) for s in SEEDS]
+    with torch.no_grad():
+        next(iter(batch.params.values()))[1].fill_(float("nan"))
+    reports = batch.step(_counts(0), iterations=2)
+    assert [r.finite for r in reports] == [True, False, True]
+    for i in (0, 2):
+        assert reports[i].train_loss == pytest.approx(singles[i].step(_counts(0)[i], 2).train_loss, rel=1e-4)
+
+
+def test_batches_refuse_mismatched_data_and_counts() -> None:
+    config = RunConfig(base_batch=8, device="cpu")
+    tiny = make_synthetic("tiny", seed=0)
+    with pytest.raises(ValueError, match=r"run 1: dataset with modalities .*runs of one batch share"):
+        BatchedTrainingRun([tiny, _images()], config, SEEDS[:2])
+    batch = BatchedTrainingRun([tiny] * 2, config, SEEDS[:2])
+    with pytest.raises(ValueError, match=r"expected integers >= 1 of shape \(2, 2\)"):
+        batch.step(np.array([[8, 8]]), 1)
+    with pytest.raises(ValueError, match=r"expected integers >= 1"):
+        batch.step(np.array([[8, 0], [8, 8]]), 1)
+
+
+def test_what_is_not_stacked_falls_back_to_a_loop_of_single_runs() -> None:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(60) % 3
+    seq = MultimodalDataset(
+        {"a": torch.randn(60, 5, 4, generator=g), "b": torch.randn(60, 4, generator=g)}, labels, ["0", "1", "2"], "seq"
+    )
+    config = RunConfig(base_batch=8, device="cpu")
+    assert "GRUEncoder" in (batching_support(config, seq) or "")
+    assert isinstance(make_run_batch([seq] * 2, config, SEEDS[:2]), LoopedRuns)
+    projection = RunConfig(method="mla", method_kwargs={"projection": True}, base_batch=8, device="cpu")
+    assert "projection" in (batching_support(projection, make_synthetic("tiny", seed=0)) or "")
+    with pytest.raises(ValueError, match="use make_run_batch"):
+        BatchedTrainingRun([seq] * 2, config, SEEDS[:2])
+
+
+# -- the vector env -------------------------------------------------------------------------------
+
+
+def _vec(n: int, **kwargs: Any) -> DUSVectorEnv:
+    venv = gym.make_vec("DUS-Synthetic-v0", num_envs=n, vectorization_mode="vector_entry_point", **{**TINY, **kwargs})
+    assert isinstance(venv.unwrapped, DUSVectorEnv)
+    return venv.unwrapped
+
+
+@pytest.mark.parametrize("env_id", dus_gym.ENV_IDS)
+def test_every_id_has_the_batched_vector_env_with_the_single_spaces(env_id: str) -> None:
+    kwargs = {"n_steps": 2, "iterations_per_step": 1, "device": "cpu"}
+    venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
+    single = gym.make(env_id, **kwargs)
+    assert isinstance(venv.unwrapped, DUSVectorEnv)
+    assert venv.single_observation_space == single.observation_space
+    assert venv.single_action_space == single.action_space
+    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+
+
+def test_sub_env_i_is_the_single_env_seeded_s_plus_i() -> None:
+    venv = _vec(3)
+    singles = [gym.make("DUS-Synthetic-v0", **TINY) for _ in range(3)]
+    obs, info = venv.reset(seed=5)
+    for i, env in enumerate(singles):
+        o, inf = env.reset(seed=5 + i)
+        assert {k: int(info["instance"][k][i]) for k in inf["instance"]} == inf["instance"]
+        np.testing.assert_allclose(obs[i], o, atol=1e-6)
+    rng = np.random.default_rng(0)
+    for step in range(TINY["n_steps"]):
+        actions = rng.integers(0, 9, size=(3, 2))
+        obs, rewards, terminated, truncated, info = venv.step(actions)
+        for i, env in enumerate(singles):
+            o, r, term, trunc, inf = env.step(actions[i])
+            assert venv.sub_infos[i]["quantities"] == inf["quantities"]
+            assert rewards[i] == pytest.approx(r, abs=1e-5)
+            assert (terminated[i], truncated[i]) == (term, trunc)
+            if trunc:
+                np.testing.assert_allclose(venv.final_observations[i], o, atol=1e-5)
+                assert venv.sub_infos[i]["test"]["accuracy"] == pytest.approx(inf["test"]["accuracy"], abs=0.05)
+    assert truncated.all() and info["_final_info"].all()
+    assert set(info["final_info"]["test"]) >= {"accuracy", "probe_accuracy"}
+    # SAME_STEP: the next episode has begun, each sub-env's next instance from its own np_random.
+    for i, env in enumerate(singles):
+        assert int(info["instance"]["split_seed"][i]) == env.reset()[1]["instance"]["split_seed"]
+
+
+def test_same_seed_same_batched_episode() -> None:
+    def episode() -> list[np.ndarray]:
+        venv = _vec(2)
+        out = [venv.reset(seed=0)[0]]
+        for _ in range(TINY["n_steps"]):
+            out.append(venv.step(np.array([[2, 6], [4, 4]]))[0])
+        return out
+
+    for a, b in zip(episode(), episode()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_vector_env_bad_actions_name_the_sub_env() -> None:
+    venv = _vec(2)
+    venv.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions of shape \(3, 2\); expected \(2, 2\)"):
+        venv.step(np.zeros((3, 2), dtype=np.int64))
+    cont = _vec(2, action_type="continuous")
+    cont.reset(seed=0)
+    with pytest.raises(ValueError, match=r"sub-env 1: DUSEnv.step: action .* is not finite"):
+        cont.step(np.array([[0.0, 0.0], [np.nan, 0.0]], dtype=np.float32))
+    with pytest.raises(ValueError, match=r"max_episode_steps=5 differs from n_steps=3"):
+        DUSVectorEnv(2, max_episode_steps=5, **TINY)
+
+
+def test_a_diverging_sub_env_ends_alone_and_restarts() -> None:
+    venv = _vec(3)
+    venv.reset(seed=0)
+    assert isinstance(venv.batch, BatchedTrainingRun)
+    with torch.no_grad():
+        next(iter(venv.batch.params.values()))[1].fill_(float("nan"))
+    _, rewards, terminated, truncated, info = venv.step(np.full((3, 2), 4))
+    assert terminated.tolist() == [False, True, False] and not truncated.any()
+    assert bool(info["final_info"]["diverged"][1]) and rewards[1] == -1.0
+    assert venv.envs[1]._step == 0 and venv.envs[0]._step == 1  # sub-env 1 began a new episode
+    _, _, terminated, _, _ = venv.step(np.full((3, 2), 4))
+    assert not terminated.any()  # the restarted run trains normally
+
+
+def test_digits_are_held_once_for_all_sub_envs() -> None:
+    venv = gym.make_vec("DUS-v0", num_envs=3, vectorization_mode="vector_entry_point", n_steps=1,
+                        iterations_per_step=1, device="cpu").unwrapped
+    assert isinstance(venv, DUSVectorEnv)
+    venv.reset(seed=0)
+    assert isinstance(venv.batch, BatchedTrainingRun) and venv.batch._shared
+    assert venv.batch._raw[0].shape == load_dataset("digits").modalities["pix"].shape
+
+
+def test_sb3_ppo_trains_on_the_batched_vec_env() -> None:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    venv = make_sb3_vec_env("DUS-Synthetic-v0", 2, **TINY)
+    assert isinstance(venv, DUSVecEnv)
+    obs = venv.reset()
+    assert obs.shape == (2, *venv.observation_space.shape)  # type: ignore[misc]
+    _, _, dones, infos = venv.step(np.array([[4, 4], [2, 6]]))
+    assert not dones.any() and infos[1]["quantities"] != infos[0]["quantities"]
+    for _ in range(TINY["n_steps"] - 1):
+        _, _, dones, infos = venv.step(np.array([[4, 4], [2, 6]]))
+    assert dones.all() and all("terminal_observation" in i and "test" in i for i in infos)
+    assert all(i["TimeLimit.truncated"] for i in infos)
+    model = PPO("MlpPolicy", VecNormalize(VecMonitor(venv)), n_steps=8, batch_size=8, n_epochs=1, seed=0)
+    model.learn(16)
+    assert model.num_timesteps == 16
