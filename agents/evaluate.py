@@ -87,7 +87,7 @@ def expand_policies(policies: Sequence[str]) -> list[str]:
 
 def resolve_setting(args: Args) -> tuple[str, dict[str, Any], str]:
     """The env id, env kwargs and held-out instance set: the flags, else the first run folder's, else defaults."""
-    runs = [folder for folder in map(agent_folder, args.policies) if folder is not None]
+    runs = [folder for p in args.policies if (folder := agent_folder(p, check=True)) is not None]
     config = read_run_config(runs[0]) if runs else None
     env_id = args.env_id or (config["env_id"] if config else "DUS-v0")
     if args.env_kwargs is not None:

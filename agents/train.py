@@ -308,7 +308,7 @@ def main(args: Args) -> Path:
         check_disjoint(train_set, monitor_set)
         init_from = None
         if args.init_from:
-            init_from = agent_folder(args.init_from) or Path(args.init_from)
+            init_from = agent_folder(args.init_from, check=True) or Path(args.init_from)
             start_config = read_run_config(init_from)
             if start_config["algo"] != args.algo:
                 raise ValueError(

@@ -97,6 +97,7 @@ def agent_spec(args: Args) -> str | None:
     if args.agent == DEFAULT_AGENT and not (folder / MODEL_FILE).is_file():
         print(f"No trained agent in {folder}; skipping it", file=sys.stderr)
         return None
+    agent_folder(args.agent, check=True)  # a pretrained:NAME that is not shipped
     differences = setting_differences(read_run_config(folder), AGENT_ENV, env_kwargs(args))
     if differences:
         what = ", ".join(f"{k} {trained!r} (this job: {here!r})" for k, (trained, here) in differences.items())

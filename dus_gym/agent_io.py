@@ -71,16 +71,24 @@ def pretrained_agents() -> list[str]:
     return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / CONFIG_FILE).is_file())
 
 
-def agent_folder(spec: str) -> Path | None:
+def agent_folder(spec: str, check: bool = False) -> Path | None:
     """The run folder a policy spec names, or None when it names a built-in policy.
 
-    ``pretrained:NAME`` is the shipped agent NAME (whether or not it exists:
-    :func:`load_policy` says so); a spec with a path separator, or naming an
-    existing folder, is that folder; a bare name of a shipped agent is that
-    agent. Anything else is left to :func:`dus_gym.policies.make_policy`.
+    ``pretrained:NAME`` is the shipped agent NAME; a spec with a path
+    separator, or naming an existing folder, is that folder; a bare name of a
+    shipped agent is that agent. Anything else is left to
+    :func:`dus_gym.policies.make_policy`. With ``check``, a ``pretrained:NAME``
+    that is not shipped raises a FileNotFoundError naming the shipped ones
+    (a missing path is :func:`read_run_config`'s to report).
     """
     if spec.startswith(PRETRAINED_PREFIX):
-        return PRETRAINED_DIR / spec.removeprefix(PRETRAINED_PREFIX)
+        folder = PRETRAINED_DIR / spec.removeprefix(PRETRAINED_PREFIX)
+        if check and not (folder / CONFIG_FILE).is_file():
+            shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_agents()) or "none"
+            raise FileNotFoundError(
+                f"policy {spec!r}: no shipped agent {folder.name!r} in {PRETRAINED_DIR}; shipped agents: {shipped}"
+            )
+        return folder
     if "/" in spec or os.sep in spec or Path(spec).is_dir():
         return Path(spec)
     if spec in pretrained_agents():
@@ -197,17 +205,12 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
             folder, both spaces and the env the agent was trained on).
         FileNotFoundError: a run folder or shipped agent that does not exist.
     """
-    folder = agent_folder(spec)
+    folder = agent_folder(spec, check=True)
     if folder is None:
         # Imported here: dus_gym.policies imports the env, which must not need this module to load.
         from dus_gym.policies import make_policy
 
         return make_policy(spec, env, seed)
-    if spec.startswith(PRETRAINED_PREFIX) and not (folder / CONFIG_FILE).is_file():
-        raise FileNotFoundError(
-            f"policy {spec!r}: no shipped agent {folder.name!r} in {PRETRAINED_DIR}; "
-            f"shipped agents: {', '.join(PRETRAINED_PREFIX + n for n in pretrained_agents()) or 'none'}"
-        )
     agent = load_agent(folder)
     for name in ("observation_space", "action_space"):
         trained, here = getattr(agent.model, name), getattr(env, name)
