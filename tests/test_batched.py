@@ -135,7 +135,7 @@ def _vec(n: int, **kwargs: Any) -> DUSVectorEnv:
 
 @pytest.mark.parametrize("env_id", dus_gym.ENV_IDS)
 def test_every_id_has_the_batched_vector_env_with_the_single_spaces(env_id: str) -> None:
-    kwargs = {"n_steps": 2, "iterations_per_step": 1, "device": "cpu"}
+    kwargs: dict[str, Any] = {"n_steps": 2, "iterations_per_step": 1, "device": "cpu"}
     venv = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
     single = gym.make(env_id, **kwargs)
     assert isinstance(venv.unwrapped, DUSVectorEnv)
@@ -153,7 +153,7 @@ def test_sub_env_i_is_the_single_env_seeded_s_plus_i() -> None:
         assert {k: int(info["instance"][k][i]) for k in inf["instance"]} == inf["instance"]
         np.testing.assert_allclose(obs[i], o, atol=1e-6)
     rng = np.random.default_rng(0)
-    for step in range(TINY["n_steps"]):
+    for _ in range(TINY["n_steps"]):
         actions = rng.integers(0, 9, size=(3, 2))
         obs, rewards, terminated, truncated, info = venv.step(actions)
         for i, env in enumerate(singles):
@@ -226,7 +226,7 @@ def test_sb3_ppo_trains_on_the_batched_vec_env() -> None:
     venv = make_sb3_vec_env("DUS-Synthetic-v0", 2, **TINY)
     assert isinstance(venv, DUSVecEnv)
     obs = venv.reset()
-    assert obs.shape == (2, *venv.observation_space.shape)  # type: ignore[misc]
+    assert isinstance(obs, np.ndarray) and obs.shape == (2, *venv.observation_space.shape)  # type: ignore[misc]
     _, _, dones, infos = venv.step(np.array([[4, 4], [2, 6]]))
     assert not dones.any() and infos[1]["quantities"] != infos[0]["quantities"]
     for _ in range(TINY["n_steps"] - 1):
