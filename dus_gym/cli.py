@@ -31,7 +31,17 @@ from typing import Any, NoReturn, TypeVar
 
 from gymnasium import error as gym_error
 
-__all__ = ["USER_ERRORS", "UsageError", "fail", "field_docs", "json_object", "parse_args", "run", "setting_up"]
+__all__ = [
+    "USER_ERRORS",
+    "UsageError",
+    "fail",
+    "field_docs",
+    "json_object",
+    "parse_args",
+    "run",
+    "setting_up",
+    "usage_errors",
+]
 
 T = TypeVar("T")
 
@@ -95,16 +105,23 @@ def fail(prog: str, message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+@contextlib.contextmanager
+def usage_errors(prog: str) -> Iterator[None]:
+    """Inside: a :class:`UsageError` ends the process as argparse does (:func:`fail`); nothing else is caught."""
+    try:
+        yield
+    except UsageError as err:
+        fail(prog, str(err))
+
+
 def run(main: Callable[[], Any], prog: str) -> NoReturn:
     """Run a tool's ``main`` and exit: argparse's exit status 2 and one line ``prog: error: ...`` for a
     :class:`UsageError`, else ``main``'s return value when it is an int (0 otherwise).
 
     Use it as ``if __name__ == "__main__": cli.run(lambda: main(...), PROG)``.
     """
-    try:
+    with usage_errors(prog):
         result = main()
-    except UsageError as err:
-        fail(prog, str(err))
     raise SystemExit(result if isinstance(result, int) and not isinstance(result, bool) else 0)
 
 
