@@ -14,11 +14,22 @@ pytest.importorskip("stable_baselines3")
 pytest.importorskip("tensorboard")
 
 from agents import evaluate, reinforce, train
-from dus_gym.agent_io import PRETRAINED_DIR, agent_folder, load_agent, read_run_config
+from dus_gym.agent_io import (
+    PRETRAINED_DIR,
+    LoadedAgent,
+    agent_folder,
+    is_agent_folder,
+    load_agent,
+    load_policy,
+    policy_label,
+    pretrained_agents,
+    read_run_config,
+    setting_differences,
+)
 from dus_gym.cli import field_docs
 from dus_gym.instances import check_disjoint, instance_set
 
-TINY = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
+TINY: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
 TINY_ALGO = {
     "ppo": {"n_steps": 8, "batch_size": 8, "n_epochs": 1},
     "a2c": {"n_steps": 4},
@@ -224,3 +235,67 @@ def test_main_job_plays_the_shipped_agent(capsys: pytest.CaptureFixture[str]) ->
 
     assert main(["--env-ids", "DUS-v0", "--policies", "uniform", "--seeds", "1", "--device", "cpu"]) == 0
     assert "ppo-agent" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("n_steps", [7, 40])
+def test_training_episodes_of_any_length_end_with_test_metrics(n_steps: int, tmp_path: Path) -> None:
+    # The env owns its episode length: every finished training episode has its test metrics.
+    args = tiny_args(tmp_path, "ppo", 1)
+    args.env_kwargs = json.dumps({**TINY, "n_steps": n_steps})
+    args.total_timesteps, args.eval_freq, args.checkpoint_freq = n_steps + 1, 0, 0
+    run_dir = train.main(args)
+    with (run_dir / "episodes.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows, "no training episode finished"
+    for r in rows:
+        assert int(r["episode_length"]) == n_steps
+        assert 0.0 <= float(r["test_accuracy"]) <= 1.0 and r["test_probe_accuracy_a"] != ""
+
+
+def test_load_policy_takes_every_kind_of_spec(ppo_run: Path) -> None:
+    import gymnasium as gym
+
+    from dus_gym.policies import DUSHeuristicPolicy
+
+    env = gym.make("DUS-Synthetic-v0", **TINY)
+    assert isinstance(load_policy("dus_h:2", env), DUSHeuristicPolicy)
+    assert not is_agent_folder("fixed:1,2") and policy_label("fixed:1,2") == "fixed:1,2"
+    agent = load_policy(str(ppo_run), env)
+    assert isinstance(agent, LoadedAgent) and is_agent_folder(str(ppo_run))
+    assert policy_label(str(ppo_run)) == ppo_run.name
+    # A shipped agent by pretrained:NAME or by its bare name; its label is the name.
+    digits = gym.make("DUS-v0")
+    for spec in ("pretrained:dus_v0_ppo", "dus_v0_ppo"):
+        shipped = load_policy(spec, digits)
+        assert isinstance(shipped, LoadedAgent) and shipped.config["env_id"] == "DUS-v0"
+        assert policy_label(spec) == "dus_v0_ppo"
+    assert pretrained_agents() == ["dus_v0_ppo", "shortcut_ppo"]
+    with pytest.raises(FileNotFoundError, match=r"no shipped agent 'nope' .*shipped agents: pretrained:dus_v0_ppo"):
+        load_policy("pretrained:nope", env)
+    with pytest.raises(FileNotFoundError, match="runs/nope: no such run folder"):
+        load_policy("runs/nope", env)
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        load_policy("nope", env)
+
+
+def test_load_policy_refuses_an_agent_for_other_spaces(ppo_run: Path) -> None:
+    import gymnasium as gym
+
+    three = gym.make("DUS-Synthetic-v0", **{**TINY, "levels": 5})
+    with pytest.raises(ValueError) as info:
+        load_policy(str(ppo_run), three)
+    message = str(info.value)
+    # The folder, both spaces and the setting the agent was trained on.
+    assert f"the agent in {ppo_run} was trained for the action_space MultiDiscrete([9 9])" in message
+    assert "this env has MultiDiscrete([5 5])" in message
+    assert f"DUS-Synthetic-v0 with env kwargs {json.dumps(TINY)}" in message
+
+
+def test_setting_differences_compare_whole_settings() -> None:
+    config = {"env_id": "DUS-v0", "env_kwargs": {}}
+    # The registered episode length given explicitly is the same setting; the reward and device do not count.
+    assert setting_differences(config, "DUS-v0", {"n_steps": 30, "reward_metric": "loss", "device": "cpu"}) == {}
+    assert setting_differences(config, "DUS-v0", {"n_steps": 7, "method": "mla"}) == {
+        "n_steps": (30, 7), "method": ("joint", "mla")
+    }
+    assert setting_differences(config, "DUS-Synthetic-v0", {})["dataset"] == ("digits", "synthetic:shortcut")

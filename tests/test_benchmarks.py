@@ -172,6 +172,40 @@ def test_pool_workers_end_when_the_sweep_is_killed(tmp_path: Path) -> None:
                 os.kill(w, signal.SIGKILL)
 
 
+WATCHED_CHILD = """
+import os, sys, time
+from dus_gym import evaluation
+sys.platform = "other"  # no prctl: the portable parent watcher
+child = os.fork()
+if child == 0:
+    evaluation._end_with_parent(os.getppid(), interval=0.05)
+    time.sleep(120)
+    os._exit(0)
+print(child, flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self/stat").exists(), reason="fork and /proc")
+def test_portable_parent_watcher_ends_an_orphaned_worker() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", WATCHED_CHILD], stdout=subprocess.PIPE, text=True)
+    child = 0
+    try:
+        assert proc.stdout is not None
+        child = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while _alive(child) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _alive(child), "the worker outlived its killed parent"
+    finally:
+        proc.kill()
+        proc.wait()
+        if child and _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_unfinished_last_line_is_dropped_before_appending(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     compare.append_record(path, {"a": 1})
@@ -191,7 +225,7 @@ def test_trained_agent_run_folder_is_a_policy(tmp_path: Path) -> None:
 
     from dus_gym.envs import DUSEnv
 
-    env_kwargs = {"dataset": "synthetic:tiny", "n_steps": 2, "iterations_per_step": 2, "base_batch": 8}
+    env_kwargs: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 2, "iterations_per_step": 2, "base_batch": 8}
     model = PPO("MlpPolicy", DUSEnv(**env_kwargs), n_steps=8, batch_size=8, seed=0, device="cpu")
     model.learn(8)
     run_dir = tmp_path / "ppo_tiny"

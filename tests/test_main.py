@@ -2,7 +2,10 @@ from __future__ import annotations
 
 import json
 
-from dus_gym.__main__ import main, parse_args
+import pytest
+
+import dus_gym
+from dus_gym.__main__ import DEFAULT_AGENT, agent_spec, main, parse_args
 
 
 def test_main_job_prints_a_table_and_writes_records(tmp_path, capsys) -> None:
@@ -29,3 +32,44 @@ def test_every_flag_has_help() -> None:
     for flag in ("--env-ids", "--policies", "--seeds", "--n-steps", "--method", "--device", "--json-out"):
         assert flag in buf.getvalue()
     assert "(default: 5)" in buf.getvalue()
+
+
+@pytest.mark.parametrize("n_steps", [7, 40])
+def test_episodes_of_any_length_end_with_test_metrics(n_steps: int, tmp_path, capsys) -> None:
+    # Not only the registered length: the env owns its episode length, so 7 and 40 steps both end with
+    # the test metrics (40 used to be cut at the registered 30 without them, and printed as diverged).
+    out = tmp_path / "records.json"
+    code = main(["--env-ids", *dus_gym.ENV_IDS, "--policies", "uniform", "--seeds", "1", "--n-steps", str(n_steps),
+                 "--device", "cpu", "--agent", "none", "--json-out", str(out)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "diverged" not in text
+    for env_id in dus_gym.ENV_IDS:
+        assert f"{env_id} (1 seeds, test accuracy %" in text
+    records = json.loads(out.read_text())
+    assert len(records) == 2
+    assert all(r["steps"] == n_steps and not r["diverged"] and r["test"] is not None for r in records)
+
+
+def test_the_shipped_agent_plays_only_its_own_setting(capsys, monkeypatch, tmp_path) -> None:
+    import dus_gym.agent_io
+
+    # The job's defaults are the agent's setting: it plays.
+    assert agent_spec(parse_args(["--device", "cpu"])) == DEFAULT_AGENT
+    assert dus_gym.EPISODE_STEPS == parse_args([]).n_steps
+    # Another episode length or method: skipped, saying which setting differs.
+    assert agent_spec(parse_args(["--n-steps", "7"])) is None
+    assert "trained with n_steps 30 (this job: 7); skipping it" in capsys.readouterr().err
+    assert agent_spec(parse_args(["--method", "mla"])) is None
+    assert "trained with method 'joint' (this job: 'mla'); skipping it" in capsys.readouterr().err
+    # No DUS-v0 in the job, or --agent none: nothing to say.
+    assert agent_spec(parse_args(["--env-ids", "DUS-Synthetic-v0"])) is None
+    assert agent_spec(parse_args(["--agent", "none"])) is None
+    assert capsys.readouterr().err == ""
+    # An agent of another env (the shortcut family's) is skipped on DUS-v0 too.
+    assert agent_spec(parse_args(["--agent", "pretrained:shortcut_ppo", "--n-steps", "15"])) is None
+    assert "trained with env_id 'DUS-Synthetic-v0' (this job: 'DUS-v0')" in capsys.readouterr().err
+    # An install without the shipped agent: the default is skipped with a note, not an error.
+    monkeypatch.setattr(dus_gym.agent_io, "PRETRAINED_DIR", tmp_path)
+    assert agent_spec(parse_args([])) is None
+    assert capsys.readouterr().err == f"No trained agent in {tmp_path / 'dus_v0_ppo'}; skipping it\n"
