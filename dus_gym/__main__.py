@@ -88,16 +88,16 @@ def agent_spec(args: Args) -> str | None:
     """
     if args.agent == "none" or AGENT_ENV not in args.env_ids:
         return None
-    folder = agent_folder(args.agent)
+    default = args.agent == DEFAULT_AGENT
+    folder = agent_folder(args.agent, check=not default)  # a pretrained:NAME given on purpose must exist
     if folder is None:
         shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_agents()) or "none"
         raise cli.UsageError(
             f"--agent {args.agent!r}: expected a run folder, pretrained:NAME (shipped: {shipped}) or none"
         )
-    if args.agent == DEFAULT_AGENT and not (folder / MODEL_FILE).is_file():
+    if default and not (folder / MODEL_FILE).is_file():
         print(f"No trained agent in {folder}; skipping it", file=sys.stderr)
         return None
-    agent_folder(args.agent, check=True)  # a pretrained:NAME that is not shipped
     differences = setting_differences(read_run_config(folder), AGENT_ENV, env_kwargs(args))
     if differences:
         what = ", ".join(f"{k} {trained!r} (this job: {here!r})" for k, (trained, here) in differences.items())

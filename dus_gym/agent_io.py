@@ -207,7 +207,8 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
     """
     folder = agent_folder(spec, check=True)
     if folder is None:
-        # Imported here: dus_gym.policies imports the env, which must not need this module to load.
+        # Imported when needed: dus_gym.policies imports the whole env stack, whose modules may then import
+        # this one without an import cycle.
         from dus_gym.policies import make_policy
 
         return make_policy(spec, env, seed)
