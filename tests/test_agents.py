@@ -29,7 +29,9 @@ from dus_gym.agent_io import (
 from dus_gym.cli import field_docs
 from dus_gym.instances import check_disjoint, instance_set
 
-TINY: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"}
+TINY: dict[str, Any] = {
+    "dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8, "device": "cpu"
+}
 TINY_ALGO = {
     "ppo": {"n_steps": 8, "batch_size": 8, "n_epochs": 1},
     "a2c": {"n_steps": 4},
