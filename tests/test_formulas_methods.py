@@ -327,3 +327,77 @@ def test_ogm_ge_noise_has_the_unmodulated_gradients_std_on_every_encoder_only() 
         assert noise.abs().max() > 0, name  # every encoder tensor, damped or not
         if q.grad.numel() >= 500:
             assert noise.std().item() == pytest.approx(q.grad.std().item(), rel=0.12), name
+
+
+# -- what the first mutation run left alive -------------------------------------------------
+
+
+def test_ogm_coefficients_per_row_of_a_batch() -> None:
+    from dus_gym.methods.ogm_ge import ogm_coefficients
+
+    score = torch.tensor([[0.9, 0.3, 0.6], [0.2, 0.2, 0.8]])  # two runs, M = 3
+    k = ogm_coefficients(score, alpha=1.0)
+    # row 1: 0.9 / 0.45 = 2 (damped), 0.3 / 0.75, 0.6 / 0.6 = 1 (not); row 2: 0.8 / 0.2 = 4 (damped)
+    expected = [[1 - math.tanh(1.0), 1.0, 1.0], [1.0, 1.0, 1 - math.tanh(3.0)]]
+    torch.testing.assert_close(k, torch.tensor(expected))
+    torch.testing.assert_close(ogm_coefficients(score[1], alpha=1.0), torch.tensor(expected[1]))
+    for bad in (torch.tensor(0.5), torch.tensor([0.5])):
+        with pytest.raises(ValueError, match="M >= 2"):
+            ogm_coefficients(bad, 0.5)
+
+
+def test_method_defaults_and_limits() -> None:
+    from dus_gym.methods import make_method
+
+    ogm = OGMGEMethod()
+    assert (ogm.alpha, ogm.noise, ogm.last_coefficients) == (0.5, True, None)
+    assert OGMGEMethod(alpha=0.0).alpha == 0.0  # 0 is allowed: no modulation
+    mla = MLAMethod()
+    assert (mla.projection, mla.projection_alpha, mla.projection_beta) == (False, 1e-3, 0.9)
+    assert MLAMethod(projection=True, projection_beta=0.0).projection_beta == 0.0
+    with pytest.raises(ValueError, match=r"unknown keyword arguments \['alpah'\]; valid: \['alpha', 'noise'\]"):
+        make_method("ogm_ge", alpah=0.1)
+    with pytest.raises(ValueError, match=r"valid: \['projection', 'projection_alpha', 'projection_beta'\]"):
+        make_method("mla", beta=0.1)
+    with pytest.raises(ValueError, match=r"valid: \[\]"):
+        make_method("joint", alpha=0.1)
+
+
+class OddEncoder(nn.Module):
+    """An encoder with a one-element and a two-element parameter (GE noise: none, and some)."""
+
+    def __init__(self, d_in: int, d_out: int) -> None:
+        super().__init__()
+        self.lin = nn.Linear(d_in, d_out)
+        self.scale = nn.Parameter(torch.tensor(1.5))
+        self.pair = nn.Parameter(torch.tensor([0.7, -0.4]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.lin(x))
+        return torch.cat([h[:, :2] * self.pair, h[:, 2:]], dim=1) * self.scale
+
+
+def test_ge_noise_skips_one_element_tensors_only() -> None:
+    inputs, labels = data(seed=4)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        m = MultimodalModel([OddEncoder(s[0], 6) for s in SHAPES], 6, NUM_CLASSES)
+    twin = copy.deepcopy(m)
+    method = OGMGEMethod(alpha=2.0, noise=True)
+    method.train_iteration(context(m, inputs, labels, Draws(N, 5)), [2, 9, 5])
+    JointMethod().train_iteration(context(twin, inputs, labels, Draws(N, 5)), [2, 9, 5])
+    k = method.last_coefficients.tolist()
+    for j in range(3):
+        ours, theirs = m.encoders[j], twin.encoders[j]
+        assert torch.isfinite(ours.scale.grad).all()
+        torch.testing.assert_close(ours.scale.grad, k[j] * theirs.scale.grad)  # one element: no noise
+        assert (ours.pair.grad - k[j] * theirs.pair.grad).abs().min() > 0  # two elements: noise
+
+
+def test_mla_projection_needs_a_linear_head_with_a_bias() -> None:
+    inputs, labels = data()
+    for head in (nn.Linear(6, NUM_CLASSES, bias=False), nn.Sequential(nn.Linear(6, NUM_CLASSES))):
+        m = model(shared_head=True)
+        m.heads[0] = head
+        with pytest.raises(TypeError, match="mla projection needs a linear head with a bias"):
+            MLAMethod(projection=True).train_iteration(context(m, inputs, labels, Draws(N)), [2, 3, 4])

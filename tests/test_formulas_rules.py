@@ -187,3 +187,162 @@ def test_dus_h_bounds_are_passed_on() -> None:
     assert dus_h_quantities([0.1, 0.9], 20, lam=1.0, n_max=30).tolist() == [30, 10]
     with pytest.raises(ValueError, match="lam"):
         dus_h_quantities([0.1, 0.9], 20, lam=-0.5)
+
+
+# -- what the first mutation run left alive (mutmut, docs in README "Development") ---------
+
+
+def test_masked_loss_and_score_by_hand() -> None:
+    """The batched runs pad each modality's batch: the means run over the rows the mask keeps."""
+    from dus_gym.monitor import loss_and_score
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 3, generator=gen)  # (K, n, C)
+    labels = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1]])
+    mask = torch.tensor([[True, True, False, True], [False, True, True, False]])
+    logits[0, 2] = float("nan")  # a padded row may hold anything
+    loss, score = loss_and_score(logits, labels, mask)
+    for k in range(2):
+        rows = [i for i in range(4) if mask[k, i]]
+        p = [torch.softmax(logits[k, i], 0)[labels[k, i]].item() for i in rows]
+        assert score[k].item() == pytest.approx(sum(p) / len(p), rel=1e-6)
+        assert loss[k].item() == pytest.approx(-sum(np.log(p)) / len(p), rel=1e-6)
+    # without a mask, any leading shape: per-row means over the last-but-one axis
+    logits[0, 2] = 0.0
+    loss, score = loss_and_score(logits, labels)
+    full = torch.ones_like(mask)
+    masked = loss_and_score(logits, labels, full)
+    torch.testing.assert_close(loss, masked[0])
+    torch.testing.assert_close(score, masked[1])
+    p = torch.softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    torch.testing.assert_close(score, p.mean(-1))
+    torch.testing.assert_close(loss, -p.log().mean(-1))
+
+
+def test_monitor_edge_settings_and_state() -> None:
+    mon = DiscrepancyMonitor(2, mode="ema", beta=0.0)  # beta = 0 is allowed: S_t = s_t
+    mon.update(torch.tensor([0.2, 0.4]))
+    mon.update(torch.tensor([0.7, 0.1], dtype=torch.float64))
+    assert mon.cumulative.tolist() == close([0.7, 0.1])
+    assert mon.cumulative.dtype == mon.last.dtype == torch.float32  # the state keeps its dtype
+    mon.update_many(torch.tensor([[0.3, 0.9]], dtype=torch.float64))
+    assert mon.cumulative.dtype == mon.last.dtype == torch.float32
+    other = DiscrepancyMonitor(2, mode="ema", beta=0.0)
+    other.load_state_dict(mon.state_dict())
+    assert other.t == 3
+    assert other.last.tolist() == close([0.3, 0.9]) and other.cumulative.tolist() == close([0.3, 0.9])
+
+
+def test_allocate_refuses_bad_requests_with_their_reason() -> None:
+    for desired in ([-1.0, 2.0], [0.0, 0.0], [[1.0, 2.0]], []):
+        with pytest.raises(ValueError, match="non-negative finite numbers"):
+            allocate(desired, 4, 1, 4)
+    with pytest.raises(ValueError, match="need 1 <= n_min <= n_max"):
+        allocate([1, 1], 10, 6, 5)
+    assert allocate([2.0], 7, 1, 10).tolist() == [7]  # one modality takes the whole total
+
+
+def test_allocate_ties_go_to_the_first_even_for_many_modalities() -> None:
+    # 20 equal shares of 30: 1.5 each; the ten extra units go to the first ten
+    assert allocate(np.ones(20), 30, 1, 5).tolist() == [2] * 10 + [1] * 10
+
+
+def test_quantity_rule_validation_states_the_rule() -> None:
+    with pytest.raises(ValueError, match=r"unknown action type 'binary'; valid types: \['discrete', 'continuous'\]"):
+        QuantityRule(2, 8, action_type="binary")
+    with pytest.raises(ValueError, match="levels must be odd and >= 3"):
+        QuantityRule(2, 8, levels=1)
+    assert QuantityRule(2, 8, levels=3).weights(np.array([0, 1, 2])).tolist() == pytest.approx([0.25, 1, 4])
+    with pytest.raises(ValueError, match="max_ratio must be > 1"):
+        QuantityRule(2, 8, max_ratio=1.0)
+    assert QuantityRule(2, 8, max_ratio=1.5).weights(np.array([0, 8])).tolist() == pytest.approx([2 / 3, 1.5])
+    with pytest.raises(ValueError, match="base_batch must be >= 1"):
+        QuantityRule(2, 0)
+    assert QuantityRule(2, 1).n_max == 3
+    assert QuantityRule(2, 8, n_min=8, n_max=8).quantities(np.array([0, 8])).tolist() == [8, 8]
+    with pytest.raises(ValueError, match="need 1 <= n_min <= base_batch <= n_max"):
+        QuantityRule(2, 8, n_min=9, n_max=20)
+    counts = QuantityRule(2, 8, budget="free").quantities(np.array([1, 7]))
+    assert counts.dtype == np.int64
+
+
+# -- action_for_weights: the action a built-in policy takes for its weights -----------------
+
+
+@pytest.mark.parametrize(
+    ("budget", "action_type", "weights", "expected"),
+    [
+        ("fixed", "discrete", [0.5, 2.0], [2, 6]),
+        ("fixed", "discrete", [2.0, 4.0], [3, 5]),  # only ratios matter: centred in log scale
+        ("fixed", "discrete", [1 / 16, 16.0], [0, 8]),  # beyond the grid: clipped
+        ("fixed", "discrete", [4**-0.4, 1.0, 4**0.4], [2, 4, 5]),  # targets 2.4, 4, 5.6: a shifted rounding
+        ("fixed", "continuous", [2.0, 4.0], [-0.25, 0.25]),
+        ("fixed", "continuous", [1 / 16, 16.0], [-1.0, 1.0]),
+        ("free", "continuous", [2.0, 4.0], [0.5, 1.0]),  # not centred: the scale is the action
+        ("free", "continuous", [1 / 16, 1.0], [-1.0, 0.0]),
+        ("free", "continuous", [16.0, 1.0], [1.0, 0.0]),
+        ("free", "discrete", [2.0, 4.0], [6, 8]),
+        ("free", "discrete", [1 / 16, 0.5], [0, 2]),
+    ],
+)
+def test_action_for_weights_by_hand(budget, action_type, weights, expected) -> None:
+    rule = QuantityRule(len(weights), 10, budget=budget, action_type=action_type)
+    action = rule.action_for_weights(np.array(weights))
+    assert action.dtype == (np.float32 if action_type == "continuous" else np.int64)
+    np.testing.assert_allclose(action, expected, rtol=1e-6, atol=1e-7)
+
+
+def test_action_for_weights_is_the_nearest_ratio_on_the_grid() -> None:
+    """Fixed budget, discrete: no other level vector is nearer (centred levels vs centred
+    fractional targets, squared distance), found by brute force over the whole grid."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    for _ in range(60):
+        m, levels, ratio = int(rng.integers(2, 5)), int(rng.choice([5, 9])), float(rng.choice([2.0, 4.0]))
+        rule = QuantityRule(m, 10, levels=levels, max_ratio=ratio)
+        w = np.exp(rng.normal(0.0, 1.0, m))
+        action = rule.action_for_weights(w)
+        assert action.min() >= 0 and action.max() <= levels - 1
+        log_w = np.log(w) / np.log(ratio)
+        target = (np.clip(log_w - log_w.mean(), -1, 1) + 1) * (levels - 1) / 2
+        grid = np.array(list(itertools.product(range(levels), repeat=m)), dtype=float)
+        errs = (((grid - grid.mean(1, keepdims=True)) - (target - target.mean())) ** 2).sum(1)
+        err = (((action - action.mean()) - (target - target.mean())) ** 2).sum()
+        assert err == pytest.approx(errs.min(), abs=1e-9)
+
+
+def test_action_for_weights_refuses_bad_weights() -> None:
+    rule = QuantityRule(2, 10)
+    for weights in ([1.0, 0.0], [1.0, -2.0], [1.0, np.inf], [1.0, 1.0, 1.0]):
+        with pytest.raises(ValueError, match="weights must be 2 positive finite numbers"):
+            rule.action_for_weights(np.array(weights))
+
+
+# -- DUS-H weights --------------------------------------------------------------------------
+
+
+def test_dus_h_weights_by_hand() -> None:
+    from dus_gym.heuristic import dus_h_weights
+
+    S = np.array([[0.6, 0.3, 0.3], [0.2, 0.2, 0.8]])  # one row per set of scores
+    expected = [[0.5, 1.25, 1.25], [1.5, 1.5, 1e-3]]  # row 2: mean 0.4, 1 - 0.4 / 0.4 = 0 -> floored at 1e-3
+    np.testing.assert_allclose(dus_h_weights(S), expected)  # lam = 1 by default
+    np.testing.assert_allclose(dus_h_weights(S[0]), expected[0])
+    np.testing.assert_allclose(dus_h_weights(S, lam=0.5), [[0.75, 1.125, 1.125], [1.25, 1.25, 0.5]])
+    assert dus_h_weights(np.zeros(3), lam=2.0).tolist() == [1.0, 1.0, 1.0]
+    assert dus_h_quantities([0.6, 0.3, 0.3], 40).tolist() == [20, 50, 50]  # lam = 1 by default
+
+
+def test_dus_h_before_any_score_is_silent_and_bad_scores_are_refused() -> None:
+    import warnings
+
+    from dus_gym.heuristic import dus_h_weights
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0 / 0 stays inside np.where's unused branch
+        assert dus_h_weights(np.zeros((2, 3))).tolist() == [[1.0] * 3] * 2
+        assert dus_h_quantities([0.0, 0.0], 8).tolist() == [8, 8]
+    for scores in ([0.5, np.nan], [[0.5, 0.5]]):
+        with pytest.raises(ValueError, match="finite vector"):
+            dus_h_quantities(scores, 8)
