@@ -85,6 +85,9 @@ class Args:
     """EvalCallback uses the last this-many instances of the eval set (evaluate.py uses the first ones)"""
     num_envs: int = 2
     """number of parallel envs (SubprocVecEnv when > 1, one torch thread per worker)"""
+    batched: int = 0
+    """train on this many sub-envs whose training runs are one batched computation in this process
+    (dus_gym's vector env, docs/batched.md) instead of --num-envs processes; 0: off"""
     start_method: str = "forkserver"
     """multiprocessing start method of SubprocVecEnv (forkserver and spawn are safe with CUDA)"""
     total_timesteps: int = 6000
@@ -133,11 +136,25 @@ def make_env(env_id: str, env_kwargs: dict[str, Any], torch_threads: int = 1) ->
 
 
 def make_vec_env(
-    env_id: str, env_kwargs: dict[str, Any], num_envs: int, seed: int, start_method: str = "forkserver"
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    num_envs: int,
+    seed: int,
+    start_method: str = "forkserver",
+    batched: int = 0,
 ) -> Any:
-    """``num_envs`` seeded copies of the env: a DummyVecEnv for one, a SubprocVecEnv for more."""
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    """``num_envs`` seeded copies of the env: a DummyVecEnv for one, a SubprocVecEnv for more;
+    with ``batched`` > 0, that many sub-envs of the batched vector env (one process, monitored)."""
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecMonitor
 
+    if batched < 0:
+        raise ValueError(f"--batched must be >= 0 (0: off), got {batched}")
+    if batched:
+        from dus_gym.envs.sb3 import make_sb3_vec_env
+
+        venv = VecMonitor(make_sb3_vec_env(env_id, batched, **env_kwargs))
+        venv.seed(seed)
+        return venv
     if num_envs < 1:
         raise ValueError(f"--num-envs must be >= 1, got {num_envs}")
     fns = [make_env(env_id, env_kwargs) for _ in range(num_envs)]
@@ -324,10 +341,14 @@ def main(args: Args) -> Path:
 
     # Seeding: the agent, the envs' instance and batch-order draws, torch and numpy of this process.
     set_random_seed(args.seed)
-    torch.set_num_threads(1)
+    # Separate envs: one thread each (the workers share the cores). A batched env is
+    # compute-bound and keeps torch's threads for its stacked runs.
+    if not args.batched:
+        torch.set_num_threads(1)
 
     train_env = make_vec_env(
-        args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method
+        args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method,
+        args.batched,
     )
     eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
     if args.normalize:
@@ -370,7 +391,7 @@ def main(args: Args) -> Path:
 
     previous_csv = init_from / "episodes.csv" if init_from else None
     callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv)]
-    per_env = max(1, args.num_envs)
+    per_env = max(1, args.batched or args.num_envs)
     if args.checkpoint_freq > 0:
         callbacks.append(
             CheckpointCallback(

@@ -254,6 +254,20 @@ def test_training_episodes_of_any_length_end_with_test_metrics(n_steps: int, tmp
         assert 0.0 <= float(r["test_accuracy"]) <= 1.0 and r["test_probe_accuracy_a"] != ""
 
 
+def test_train_on_the_batched_env(tmp_path: Path) -> None:
+    """--batched N: one process, N sub-envs whose runs train as one computation; episodes end with test metrics."""
+    args = tiny_args(tmp_path, "ppo", 1)
+    args.batched, args.total_timesteps, args.eval_freq, args.checkpoint_freq = 4, 24, 0, 0
+    args.hyperparams = json.dumps({"n_steps": 6, "batch_size": 12, "n_epochs": 1})
+    run_dir = train.main(args)
+    with (run_dir / "episodes.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 8  # 24 steps of 4 sub-envs, 3-step episodes
+    assert all(int(r["episode_length"]) == TINY["n_steps"] and r["test_accuracy"] for r in rows)
+    assert read_run_config(run_dir)["batched"] == 4
+    assert isinstance(load_agent(run_dir), LoadedAgent)
+
+
 def test_load_policy_takes_every_kind_of_spec(ppo_run: Path) -> None:
     import gymnasium as gym
 
