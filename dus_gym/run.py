@@ -56,6 +56,8 @@ EPISODE_STEPS = 30
 """Epochs of a run by default: the env's ``n_steps`` (one step, one epoch), the only
 place the default episode length is written."""
 _STATS_CHUNK = 64
+_VAL_ROWS_BYTES = 64 * 2**20
+"""at most this many bytes of validation rows are kept gathered (:meth:`TrainingRun.evaluate_tensors`)"""
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
@@ -516,8 +518,22 @@ class TrainingRun:
         macro-F1, loss, then each branch's accuracy, then each branch's loss.
         Use :meth:`evaluate` for a readable result."""
         idx = self.splits[split]
-        y = self.labels[idx]
-        logits = self.branch_logits(idx)
+        if split == "val" and getattr(self, "_val_rows", None) is None and self.data_placement == "device":
+            # The validation pass of every step: its rows gathered once (the same values
+            # branch_logits(idx) gathers each time), when they are one chunk and few bytes.
+            nbytes = sum(len(idx) * x[:1].nbytes for x in self.inputs)
+            if len(idx) <= self.config.eval_batch and nbytes <= _VAL_ROWS_BYTES:
+                with torch.inference_mode(False):  # ordinary tensors: the run stays picklable and copyable
+                    self._val_rows = ([x[idx] for x in self.inputs], self.labels[idx])
+            else:
+                self._val_rows = False
+        if split == "val" and getattr(self, "_val_rows", False):
+            rows, y = self._val_rows
+            self.model.eval()
+            logits = torch.stack([self.model.branch_logits(j, x) for j, x in enumerate(rows)])
+        else:
+            y = self.labels[idx]
+            logits = self.branch_logits(idx)
         fused = self.method.fuse(logits)
         pred = fused.argmax(dim=1)
         accuracy = (pred == y).float().mean()
