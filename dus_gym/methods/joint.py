@@ -32,27 +32,32 @@ class JointMethod(Method):
         idx = ctx.draw(P)
         y = ctx.labels[idx]
         fused: torch.Tensor | None = None
-        batches: list[Batch] = []
+        batches: list[Batch] = []  # detached: the hook and the scores only read them
         for j, n in enumerate(counts):
             if n == P:
-                rows, rows_idx = None, idx
+                rows, rows_idx, rows_y = None, idx, y
             else:
                 rows = torch.randperm(P, generator=ctx.generator, device=idx.device)[:n]
-                rows_idx = idx[rows]
+                rows_idx, rows_y = idx[rows], y[rows]
             logits = ctx.model.branch_logits(j, ctx.inputs[j][rows_idx])
-            batches.append(Batch(logits, y if rows is None else y[rows]))
+            batches.append(Batch(logits.detach(), rows_y))
             if rows is None:
                 fused = logits if fused is None else fused + logits
             else:
                 base = torch.zeros(P, logits.shape[1], device=logits.device) if fused is None else fused
                 fused = base.index_add(0, rows, logits)
         assert fused is not None
-        loss = F.cross_entropy(fused, y, reduction="sum") / ctx.base_batch
+        if P == ctx.base_batch:
+            # sum / B over B rows is the mean, which cross_entropy computes as exactly that
+            # division (forward and backward, bit for bit) in one op fewer
+            loss = F.cross_entropy(fused, y)
+        else:
+            loss = F.cross_entropy(fused, y, reduction="sum") / ctx.base_batch
         ctx.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.modulate_gradients(ctx, batches)
         ctx.optimizer.step()
-        return IterationResult(loss.detach(), [Batch(b.logits.detach(), b.labels) for b in batches])
+        return IterationResult(loss.detach(), batches)
 
     def modulate_gradients(
         self, ctx: TrainContext, batches: Sequence[Batch], score: torch.Tensor | None = None
