@@ -111,6 +111,9 @@ class Args:
     """local backend: parallel worker processes (1: serial, in this process)"""
     torch_threads: int = 1
     """torch intra-op threads per worker process"""
+    batched: bool = False
+    """run the seeds of each grid point as one batched group: one vector env whose runs train as one
+    computation (docs/batched.md), the same instances as the episodes one by one"""
     n_resamples: int = 2000
     """bootstrap resamples of each interval"""
     plots: bool = True
@@ -173,20 +176,25 @@ def make_cells(args: Args) -> list[Cell]:
     ]
 
 
+def env_kwargs(dataset: str, method: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The :class:`~dus_gym.envs.DUSEnv` arguments of a grid point, with the settings every cell shares."""
+    return {
+        "dataset": dataset,
+        "method": method,
+        "n_steps": settings["n_steps"],
+        "iterations_per_step": settings["iterations_per_step"],
+        "base_batch": settings["base_batch"],
+        "device": settings["device"],
+        "dataset_kwargs": settings["dataset_kwargs"],
+        **settings["env_kwargs"],
+    }
+
+
 def make_env(dataset: str, method: str, settings: dict[str, Any]) -> Any:
-    """The env of a grid point (a :class:`~dus_gym.envs.DUSEnv`), with the settings every cell shares."""
+    """The env of a grid point (a :class:`~dus_gym.envs.DUSEnv`)."""
     from dus_gym.envs import DUSEnv
 
-    return DUSEnv(
-        dataset=dataset,
-        method=method,
-        n_steps=settings["n_steps"],
-        iterations_per_step=settings["iterations_per_step"],
-        base_batch=settings["base_batch"],
-        device=settings["device"],
-        dataset_kwargs=settings["dataset_kwargs"],
-        **settings["env_kwargs"],
-    )
+    return DUSEnv(**env_kwargs(dataset, method, settings))
 
 
 def check_policies(cells: Sequence[Cell]) -> None:
@@ -237,6 +245,39 @@ def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
         "modalities": list(env.modalities),
         "wall_s": time.perf_counter() - start,
     }
+
+
+def run_group(cells: Sequence[Cell], torch_threads: int | None = None) -> list[dict[str, Any]]:
+    """Run the cells of one grid point (its seeds) as one batched group; one record per cell.
+
+    Sub-env i of a :class:`~dus_gym.envs.DUSVectorEnv` is reset with cell i's
+    seed, as :func:`run_cell` resets its env, and played by cell i's own
+    policy object (a ``random`` policy keeps its per-seed stream).
+    """
+    import torch
+
+    from dus_gym.envs import DUSVectorEnv
+    from dus_gym.evaluation import run_episodes_batched
+
+    first = cells[0]
+    if any((c.policy, c.dataset, c.method, c.settings) != (first.policy, first.dataset, first.method, first.settings)
+           for c in cells):
+        raise ValueError(f"run_group: cells of different grid points {sorted({c.group for c in cells})}")
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    settings = json.loads(first.settings)
+    venv = DUSVectorEnv(len(cells), **env_kwargs(first.dataset, first.method, settings))
+    start = time.perf_counter()
+    policies = [load_policy(c.policy, env, c.seed) for c, env in zip(cells, venv.envs)]
+    records = run_episodes_batched(venv, policies, [c.seed for c in cells])
+    wall = (time.perf_counter() - start) / len(cells)
+    return [
+        {
+            **record, "policy": c.policy, "dataset": c.dataset, "method": c.method, "seed": c.seed,
+            "settings": settings, "modalities": list(venv.modalities), "wall_s": wall, "batched": len(cells),
+        }
+        for c, record in zip(cells, records)
+    ]
 
 
 # -- results file -----------------------------------------------------------------
@@ -309,26 +350,42 @@ def pending_cells(cells: Sequence[Cell], records: Iterable[dict[str, Any]], path
 # -- backends ---------------------------------------------------------------------
 
 
-def _local_serial(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
-    for cell in cells:
-        yield _run_named(cell, threads)
+Unit = tuple[Cell, ...]
+"""Cells run together: one cell, or the seeds of a grid point as one batched group."""
 
 
-def _run_named(cell: Cell, threads: int | None) -> dict[str, Any]:
+def make_units(cells: Sequence[Cell], batched: bool = False) -> list[Unit]:
+    """One unit per cell, or with ``batched`` one per grid point (same policy, data, method, settings)."""
+    if not batched:
+        return [(c,) for c in cells]
+    groups: dict[tuple[tuple[str, str, str], str], list[Cell]] = {}
+    for c in cells:
+        groups.setdefault((c.group, c.settings), []).append(c)
+    return [tuple(g) for g in groups.values()]
+
+
+def _run_named(unit: Unit, threads: int | None) -> list[dict[str, Any]]:
     try:
-        return run_cell(cell, threads)
+        return run_group(unit, threads) if len(unit) > 1 else [run_cell(unit[0], threads)]
     except Exception as err:
-        raise RuntimeError(f"cell {cell.key} failed: {type(err).__name__}: {err}") from err
+        keys = [c.key for c in unit]
+        raise RuntimeError(f"cell{'s' if len(keys) > 1 else ''} {keys if len(keys) > 1 else keys[0]} failed: "
+                           f"{type(err).__name__}: {err}") from err
 
 
-def _local_pool(cells: Sequence[Cell], workers: int, threads: int) -> Iterator[dict[str, Any]]:
+def _local_serial(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
+    for unit in units:
+        yield _run_named(unit, threads)
+
+
+def _local_pool(units: Sequence[Unit], workers: int, threads: int) -> Iterator[list[dict[str, Any]]]:
     from concurrent.futures import FIRST_COMPLETED, wait
 
     from dus_gym.evaluation import episode_pool
 
     # Each worker sets its own thread count in run_cell; the workers end with this process.
     with episode_pool(workers) as pool:
-        futures = {pool.submit(_run_named, cell, threads) for cell in cells}
+        futures = {pool.submit(_run_named, unit, threads) for unit in units}
         try:
             while futures:
                 finished, futures = wait(futures, return_when=FIRST_COMPLETED)
@@ -339,7 +396,7 @@ def _local_pool(cells: Sequence[Cell], workers: int, threads: int) -> Iterator[d
                 future.cancel()
 
 
-def _ray(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
+def _ray(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
     try:
         import ray
     except ImportError:
@@ -347,7 +404,7 @@ def _ray(cells: Sequence[Cell], threads: int) -> Iterator[dict[str, Any]]:
     if not ray.is_initialized():
         ray.init()  # connects to RAY_ADDRESS when set, else starts a local instance
     remote = ray.remote(num_cpus=threads)(_run_named)
-    refs = [remote.remote(cell, threads) for cell in cells]
+    refs = [remote.remote(unit, threads) for unit in units]
     try:
         while refs:
             finished, refs = ray.wait(refs, num_returns=1)
@@ -367,15 +424,19 @@ def check_backend(backend: str, workers: int) -> None:
 
 
 def execute(
-    cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1
+    cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1, batched: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """Run ``cells`` on a backend; yields each record as its episode finishes (any order)."""
+    """Run ``cells`` on a backend (each grid point's seeds as one batched group with ``batched``);
+    yields each record as its episode (or group) finishes, in any order."""
     check_backend(backend, workers)
+    units = make_units(cells, batched)
     if backend == "ray":
-        return _ray(cells, threads)
-    if workers == 1:
-        return _local_serial(cells, threads)
-    return _local_pool(cells, workers, threads)
+        results = _ray(units, threads)
+    elif workers == 1:
+        results = _local_serial(units, threads)
+    else:
+        results = _local_pool(units, workers, threads)
+    return (record for records in results for record in records)
 
 
 def run_grid(
@@ -386,8 +447,10 @@ def run_grid(
     threads: int = 1,
     progress: bool = True,
     on_record: Callable[[dict[str, Any]], None] | None = None,
+    batched: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the cells missing from ``output/results.jsonl``, appending each record as it comes.
+    """Run the cells missing from ``output/results.jsonl``, appending each record as it comes
+    (with ``batched``, each grid point's missing seeds as one batched group).
 
     Returns all records of the file that belong to ``cells``.
     """
@@ -406,7 +469,7 @@ def run_grid(
         total=len(cells), initial=len(cells) - len(todo), desc="episodes", position=1, disable=not progress
     )
     with cell_bar, episode_bar:
-        for record in execute(todo, backend, workers, threads):
+        for record in execute(todo, backend, workers, threads, batched):
             append_record(path, record)
             episode_bar.update()
             group = (record["dataset"], record["method"], record["policy"])
@@ -651,7 +714,9 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             check_backend(args.backend, args.workers)
             check_policies(pending_cells(cells, read_records(results), results))
     if args.run:
-        records = run_grid(cells, output, args.backend, args.workers, args.torch_threads, args.progress)
+        records = run_grid(
+            cells, output, args.backend, args.workers, args.torch_threads, args.progress, batched=args.batched
+        )
     else:
         wanted = {c.key for c in cells}
         records = [r for r in read_records(results) if _record_key(r) in wanted]

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import gymnasium as gym
 import numpy as np
 
-__all__ = ["Predictor", "episode_pool", "mean_std", "run_episode"]
+__all__ = ["Predictor", "episode_pool", "mean_std", "run_episode", "run_episodes_batched"]
 
 
 class Predictor(Protocol):
@@ -47,7 +47,65 @@ def run_episode(
     (``None`` if the run diverged).
     """
     obs, info = env.reset(seed=seed, options=options)
-    record: dict[str, Any] = {
+    record = _start_record(info)
+    state = None
+    episode_start = np.ones(1, dtype=bool)
+    while True:
+        action, state = policy.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
+        episode_start = np.zeros(1, dtype=bool)
+        obs, reward, terminated, truncated, info = env.step(action)
+        _add_step(record, float(reward), info)
+        if terminated or truncated:
+            return _finish_record(record, info, info.get("test"))
+
+
+def run_episodes_batched(
+    venv: Any,
+    policies: Sequence[Predictor],
+    seeds: Sequence[int | None],
+    options: dict[str, Any] | None = None,
+    deterministic: bool = True,
+) -> list[dict[str, Any]]:
+    """One episode on each sub-env of a batched vector env (:class:`~dus_gym.envs.DUSVectorEnv`),
+    sub-env i played by ``policies[i]`` from ``seeds[i]``: the records :func:`run_episode`
+    gives for the same seeds, except that a diverged run's record keeps its test metrics.
+
+    The runs train in lock-step; a sub-env whose episode ends before the
+    others (a diverged run) goes on training uniformly, its steps unrecorded.
+    """
+    if len(policies) != venv.num_envs or len(seeds) != venv.num_envs:
+        raise ValueError(
+            f"run_episodes_batched: {len(policies)} policies and {len(seeds)} seeds for {venv.num_envs} sub-envs"
+        )
+    obs, _ = venv.reset(seed=list(seeds), options=options)
+    records = [_start_record(info) for info in venv.reset_infos]
+    states: list[Any] = [None] * venv.num_envs
+    done = [False] * venv.num_envs
+    while not all(done):
+        actions = []
+        for i, policy in enumerate(policies):
+            if done[i]:
+                actions.append(venv.envs[i].rule.uniform_action)
+                continue
+            start = np.array([not records[i]["rewards"]])
+            action, states[i] = policy.predict(
+                obs[i], state=states[i], episode_start=start, deterministic=deterministic
+            )
+            actions.append(action)
+        obs, rewards, terminated, truncated, _ = venv.step(np.stack(actions))
+        for i, record in enumerate(records):
+            if done[i]:
+                continue
+            info = venv.sub_infos[i]
+            _add_step(record, float(rewards[i]), info)
+            if terminated[i] or truncated[i]:
+                done[i] = True
+                _finish_record(record, info, venv.final_tests[i])
+    return records
+
+
+def _start_record(info: dict[str, Any]) -> dict[str, Any]:
+    return {
         "instance": info.get("instance"),
         "quantities": [],
         "val_accuracy": [info["val_accuracy"]],
@@ -55,19 +113,17 @@ def run_episode(
         "test": None,
         "diverged": False,
     }
-    state = None
-    episode_start = np.ones(1, dtype=bool)
-    while True:
-        action, state = policy.predict(obs, state=state, episode_start=episode_start, deterministic=deterministic)
-        episode_start = np.zeros(1, dtype=bool)
-        obs, reward, terminated, truncated, info = env.step(action)
-        record["rewards"].append(float(reward))
-        record["quantities"].append(list(info["quantities"]))
-        record["val_accuracy"].append(info["val_accuracy"])
-        if terminated or truncated:
-            record["diverged"] = bool(info.get("diverged", False))
-            record["test"] = info.get("test")
-            break
+
+
+def _add_step(record: dict[str, Any], reward: float, info: dict[str, Any]) -> None:
+    record["rewards"].append(reward)
+    record["quantities"].append(list(info["quantities"]))
+    record["val_accuracy"].append(info["val_accuracy"])
+
+
+def _finish_record(record: dict[str, Any], info: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:
+    record["diverged"] = bool(info.get("diverged", False))
+    record["test"] = test
     record["steps"] = len(record["rewards"])
     record["return"] = float(sum(record["rewards"]))
     return record

@@ -79,6 +79,23 @@ def test_process_pool_gives_the_serial_results(tmp_path: Path) -> None:
     assert len(pool) == 2 and pool == serial
 
 
+def test_batched_groups_give_the_episodes_one_by_one(tmp_path: Path) -> None:
+    """--batched: a grid point's seeds as one vector env; same instances and counts, results to float rounding."""
+    policies = ("uniform", "random", "dus_h")
+    compare.main(tiny_argv(tmp_path / "single", "--no-plots", policies=policies, seeds=3))
+    compare.main(tiny_argv(tmp_path / "batched", "--no-plots", "--batched", policies=policies, seeds=3))
+    single, batched = (
+        {compare._record_key(r): r for r in read_lines(tmp_path / d / "results.jsonl")} for d in ("single", "batched")
+    )
+    assert single.keys() == batched.keys() and len(single) == 9
+    for key, r in single.items():
+        b = batched[key]
+        assert b["batched"] == 3 and b["instance"] == r["instance"] and b["quantities"] == r["quantities"]
+        assert b["test"]["accuracy"] == pytest.approx(r["test"]["accuracy"], abs=0.05)
+    cells = compare.make_cells(parse_args(compare.Args, tiny_argv(tmp_path, seeds=3)))
+    assert [len(unit) for unit in compare.make_units(cells, batched=True)] == [3, 3]
+
+
 def test_rerun_skips_finished_cells_and_runs_only_new_ones(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     compare.main(tiny_argv(tmp_path, "--no-plots", seeds=1))
     calls: list[tuple[str, str, str, int]] = []

@@ -67,6 +67,10 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """each sub-env's info of its latest reset"""
         self.final_observations: dict[int, np.ndarray] = {}
         """the last observation of each sub-env whose episode ended in the last step"""
+        self.final_tests: dict[int, dict[str, Any]] = {}
+        """the test metrics of each run that ended in the last step: ``info["test"]`` of a
+        truncated episode, and those of a diverged run too (which ``info`` leaves out, as
+        DUSEnv does), taken before the sub-env restarts"""
 
     @property
     def modalities(self) -> list[str]:
@@ -121,6 +125,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         infos: dict[str, Any] = {}
         ended: list[int] = []
         self.final_observations = {}
+        self.final_tests = {}
         for i, (env, c, report) in enumerate(zip(self.envs, counts, reports)):
             obs, reward, terminated, truncated, info = env._after_step(
                 c, report, lambda i=i: batch.report(i, "test")  # type: ignore[misc]
@@ -129,6 +134,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             if terminated or truncated:
                 infos = self._add_info(infos, {"final_obs": obs, "final_info": info}, i)
                 self.final_observations[i] = obs
+                self.final_tests[i] = info["test"] if "test" in info else batch.report(i, "test")
                 ended.append(i)
             observations.append(obs)
             rewards.append(reward)
