@@ -161,35 +161,37 @@ class _StackedOptimizer:
 
     @torch.no_grad()
     def step(self) -> None:
-        for name, p in self.params.items():
-            if p.grad is None:
-                continue
-            g = p.grad
-            if self.weight_decay:
-                g = g.add(p, alpha=self.weight_decay)
-            state = self.state.setdefault(name, {})
-            if self.kind == "sgd":
-                if self.momentum:
-                    # A zero buffer (fresh run) gives buf = g, torch's first step.
-                    buf = state.setdefault("momentum", torch.zeros_like(p))
-                    buf.mul_(self.momentum).add_(g)
-                    g = buf
-                p.add_(g, alpha=-self.lr)
-                continue
-            if not state:
-                state.update(
+        names = [k for k, p in self.params.items() if p.grad is not None]
+        if not names:
+            return
+        params = [self.params[k] for k in names]
+        grads: list[torch.Tensor] = [p.grad for p in params if p.grad is not None]
+        if self.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
+        states = [self.state.setdefault(k, {}) for k in names]
+        if self.kind == "sgd":
+            if self.momentum:
+                # A zero buffer (a fresh run) gives buf = g: torch's first step.
+                bufs = [st.setdefault("momentum", torch.zeros_like(p)) for st, p in zip(states, params)]
+                torch._foreach_mul_(bufs, self.momentum)
+                torch._foreach_add_(bufs, grads)
+                grads = bufs
+            torch._foreach_add_(params, grads, alpha=-self.lr)
+            return
+        b1, b2 = self.betas
+        for st, p, g in zip(states, params, grads):
+            if not st:
+                st.update(
                     step=torch.zeros(p.shape[0], device=p.device), exp_avg=torch.zeros_like(p),
                     exp_avg_sq=torch.zeros_like(p),
                 )
-            b1, b2 = self.betas
-            state["step"] += 1
-            state["exp_avg"].lerp_(g, 1 - b1)
-            state["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-            shape = (-1,) + (1,) * (p.ndim - 1)
-            step = state["step"].view(shape)
+            st["step"] += 1
+            st["exp_avg"].lerp_(g, 1 - b1)
+            st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
+            step = st["step"].view((-1,) + (1,) * (p.ndim - 1))
             step_size = self.lr / (1 - b1**step)
-            denom = (state["exp_avg_sq"].sqrt() / torch.sqrt(1 - b2**step)).add_(self.eps)
-            p.sub_(step_size * state["exp_avg"] / denom)
+            denom = (st["exp_avg_sq"].sqrt() / torch.sqrt(1 - b2**step)).add_(self.eps)
+            p.sub_(step_size * st["exp_avg"] / denom)
 
     def reset_run(self, i: int) -> None:
         for state in self.state.values():
@@ -394,6 +396,15 @@ class BatchedTrainingRun:
             return self._labels[idx]
         return self._labels[torch.arange(self.num_runs, device=self.device)[:, None], idx]
 
+    def _stack_padded(self, rows: list[torch.Tensor], width: int) -> torch.Tensor:
+        """Index rows of different lengths as ``(N, width)``, padded with index 0 (masked out by the caller)."""
+        if all(len(r) == width for r in rows):
+            return torch.stack(rows)
+        out = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = r
+        return out
+
     def _draw(self, i: int, n: int) -> torch.Tensor:
         """``n`` training indices of run i, drawn as :meth:`TrainingRun._draw` draws them."""
         train = self._splits["train"][i]
@@ -492,19 +503,19 @@ class BatchedTrainingRun:
         n, m, dev = self.num_runs, self.num_modalities, self.device
         per_run = counts.max(axis=1)
         P = int(per_run.max())
-        idx = torch.zeros(n, P, dtype=torch.long, device=dev)
-        valid = torch.zeros(n, P, dtype=torch.bool, device=dev)
-        present = torch.zeros(m, n, P, dtype=torch.bool, device=dev)
-        for i in range(n):
-            p_i = int(per_run[i])
-            idx[i, :p_i] = self._draw(i, p_i)
-            valid[i, :p_i] = True
-            for j in range(m):
-                if counts[i, j] == p_i:
-                    present[j, i, :p_i] = True
-                else:  # the same draw as JointMethod: a random n_j of the P rows
-                    rows = torch.randperm(p_i, generator=self._generators[i], device=dev)[: int(counts[i, j])]
-                    present[j, i, rows] = True
+        # Each run's generator is called in a single run's order: its batch, then each
+        # modality present on fewer rows; across runs the order does not matter.
+        idx = self._stack_padded([self._draw(i, int(per_run[i])) for i in range(n)], P)
+        valid = torch.arange(P, device=dev)[None, :] < torch.as_tensor(per_run, device=dev)[:, None]
+        present = []
+        for j in range(m):
+            partial = np.flatnonzero(counts[:, j] < per_run)
+            mask = valid.clone() if len(partial) else valid
+            for i in partial:  # the same draw as JointMethod: a random n_j of the P_i rows
+                rows = torch.randperm(int(per_run[i]), generator=self._generators[i], device=dev)[: int(counts[i, j])]
+                mask[i] = False
+                mask[i, rows] = True
+            present.append(mask)
         y = self._gather_labels(idx)
         fused: torch.Tensor | None = None
         logits = []
@@ -554,11 +565,8 @@ class BatchedTrainingRun:
         for j in range(self.num_modalities):
             n_j = counts[:, j]
             P = int(n_j.max())
-            idx = torch.zeros(n, P, dtype=torch.long, device=dev)
-            valid = torch.zeros(n, P, dtype=torch.bool, device=dev)
-            for i in range(n):
-                idx[i, : n_j[i]] = self._draw(i, int(n_j[i]))
-                valid[i, : n_j[i]] = True
+            idx = self._stack_padded([self._draw(i, int(n_j[i])) for i in range(n)], P)
+            valid = torch.arange(P, device=dev)[None, :] < torch.as_tensor(n_j, device=dev)[:, None]
             y = self._gather_labels(idx)
             logits = self._branch[j](self._gather(j, idx))
             ce = F.cross_entropy(logits.reshape(n * P, -1), y.reshape(-1), reduction="none").reshape(n, P)

@@ -288,13 +288,17 @@ def probe_accuracies(
     ``config.eval_batch``) are standardised with their own statistics; an
     L2-regularised logistic regression fit on them with
     ``config.probe_steps`` L-BFGS iterations is scored on ``eval_idx``.
-    Returns one accuracy in [0, 1] per modality.
+    Returns one accuracy in [0, 1] per modality (NaN for an encoder whose
+    features are not finite: a diverged run).
     """
     results = []
     for j, x in enumerate(inputs):
         with torch.inference_mode():
             f_train = torch.cat([features(j, x[c]) for c in train_idx.split(config.eval_batch)])
             f_eval = torch.cat([features(j, x[c]) for c in eval_idx.split(config.eval_batch)])
+        if not (torch.isfinite(f_train).all() and torch.isfinite(f_eval).all()):
+            results.append(float("nan"))  # a diverged encoder: nothing to probe (L-BFGS would fail on it)
+            continue
         mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
         f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
         results.append(_probe_accuracy(f_train, labels[train_idx], f_eval, labels[eval_idx], config.probe_steps))

@@ -205,6 +205,8 @@ def test_a_diverging_sub_env_ends_alone_and_restarts() -> None:
     _, rewards, terminated, truncated, info = venv.step(np.full((3, 2), 4))
     assert terminated.tolist() == [False, True, False] and not truncated.any()
     assert bool(info["final_info"]["diverged"][1]) and rewards[1] == -1.0
+    # The broken run's test metrics are kept (compare.py reports them); nothing to probe in a NaN encoder.
+    assert set(venv.final_tests) == {1} and np.isnan(venv.final_tests[1]["probe_accuracy"]["a"])
     assert venv.envs[1]._step == 0 and venv.envs[0]._step == 1  # sub-env 1 began a new episode
     _, _, terminated, _, _ = venv.step(np.full((3, 2), 4))
     assert not terminated.any()  # the restarted run trains normally
