@@ -522,17 +522,18 @@ class TrainingRun:
         macro-F1, loss, then each branch's accuracy, then each branch's loss.
         Use :meth:`evaluate` for a readable result."""
         idx = self.splits[split]
-        if split == "val" and getattr(self, "_val_rows", None) is None and self.data_placement == "device":
+        cached: Any = getattr(self, "_val_rows", None) if split == "val" else False
+        if cached is None:
             # The validation pass of every step: its rows gathered once (the same values
             # branch_logits(idx) gathers each time), when they are one chunk and few bytes.
-            nbytes = sum(len(idx) * x[:1].nbytes for x in self.inputs)
-            if len(idx) <= self.config.eval_batch and nbytes <= _VAL_ROWS_BYTES:
+            cached = False
+            small = self.data_placement == "device" and len(idx) <= self.config.eval_batch
+            if small and len(idx) * sum(x[0].nbytes for x in self.inputs) <= _VAL_ROWS_BYTES:
                 with torch.inference_mode(False):  # ordinary tensors: the run stays picklable and copyable
-                    self._val_rows = ([x[idx] for x in self.inputs], self.labels[idx])
-            else:
-                self._val_rows = False
-        if split == "val" and getattr(self, "_val_rows", False):
-            rows, y = self._val_rows
+                    cached = ([x[idx] for x in self.inputs], self.labels[idx])
+            self._val_rows = cached
+        if cached:
+            rows, y = cached
             self.model.eval()
             logits = torch.stack([self.model.branch_logits(j, x) for j, x in enumerate(rows)])
         else:
