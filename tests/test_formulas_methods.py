@@ -364,10 +364,12 @@ def test_method_defaults_and_limits() -> None:
 
 
 class OddEncoder(nn.Module):
-    """An encoder with a one-element and a two-element parameter (GE noise: none, and some)."""
+    """An encoder with a one-element and a two-element parameter (GE noise: none, and some),
+    and, first in order, a parameter that gets no gradient (skipped, not the end of the encoder)."""
 
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
+        self.unused = nn.Parameter(torch.zeros(3))
         self.lin = nn.Linear(d_in, d_out)
         self.scale = nn.Parameter(torch.tensor(1.5))
         self.pair = nn.Parameter(torch.tensor([0.7, -0.4]))
@@ -389,6 +391,8 @@ def test_ge_noise_skips_one_element_tensors_only() -> None:
     k = method.last_coefficients.tolist()
     for j in range(3):
         ours, theirs = m.encoders[j], twin.encoders[j]
+        assert ours.unused.grad is None
+        assert (ours.lin.weight.grad - k[j] * theirs.lin.weight.grad).abs().max() > 0  # noise after the gap
         assert torch.isfinite(ours.scale.grad).all()
         torch.testing.assert_close(ours.scale.grad, k[j] * theirs.scale.grad)  # one element: no noise
         assert (ours.pair.grad - k[j] * theirs.pair.grad).abs().min() > 0  # two elements: noise

@@ -197,18 +197,21 @@ def test_masked_loss_and_score_by_hand() -> None:
     from dus_gym.monitor import loss_and_score
 
     gen = torch.Generator().manual_seed(0)
-    logits = torch.randn(2, 4, 3, generator=gen)  # (K, n, C)
-    labels = torch.tensor([[0, 2, 1, 1], [2, 2, 0, 1]])
-    mask = torch.tensor([[True, True, False, True], [False, True, True, False]])
-    logits[0, 2] = float("nan")  # a padded row may hold anything
+    logits = torch.randn(2, 3, 4, 5, generator=gen)  # (runs, K, n, C): any leading shape
+    labels = torch.randint(5, (2, 3, 4), generator=gen)
+    mask = torch.rand(2, 3, 4, generator=gen) < 0.6
+    mask[..., 0] = True  # each row keeps at least one example
+    logits[~mask] = float("nan")  # a padded row may hold anything
     loss, score = loss_and_score(logits, labels, mask)
-    for k in range(2):
-        rows = [i for i in range(4) if mask[k, i]]
-        p = [torch.softmax(logits[k, i], 0)[labels[k, i]].item() for i in rows]
-        assert score[k].item() == pytest.approx(sum(p) / len(p), rel=1e-6)
-        assert loss[k].item() == pytest.approx(-sum(np.log(p)) / len(p), rel=1e-6)
-    # without a mask, any leading shape: per-row means over the last-but-one axis
-    logits[0, 2] = 0.0
+    assert loss.shape == score.shape == (2, 3)
+    for r in range(2):
+        for k in range(3):
+            rows = [i for i in range(4) if mask[r, k, i]]
+            p = [torch.softmax(logits[r, k, i], 0)[labels[r, k, i]].item() for i in rows]
+            assert score[r, k].item() == pytest.approx(sum(p) / len(p), rel=1e-6)
+            assert loss[r, k].item() == pytest.approx(-sum(np.log(p)) / len(p), rel=1e-6)
+    # without a mask: means over the examples axis, the same as an all-true mask
+    logits[~mask] = 0.0
     loss, score = loss_and_score(logits, labels)
     full = torch.ones_like(mask)
     masked = loss_and_score(logits, labels, full)
@@ -245,6 +248,18 @@ def test_allocate_refuses_bad_requests_with_their_reason() -> None:
 def test_allocate_ties_go_to_the_first_even_for_many_modalities() -> None:
     # 20 equal shares of 30: 1.5 each; the ten extra units go to the first ten
     assert allocate(np.ones(20), 30, 1, 5).tolist() == [2] * 10 + [1] * 10
+    # many tied remainders in mixed order (an unstable sort breaks these ties differently)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        m = int(rng.integers(17, 40))
+        desired = rng.choice([1.0, 2.0, 3.0], size=m)
+        total = int(rng.integers(2 * m, 5 * m))
+        exact = [total * w / desired.sum() for w in desired]
+        counts = [int(np.floor(x + 1e-9)) for x in exact]
+        by_remainder = sorted(range(m), key=lambda j: (-(exact[j] - counts[j]), j))  # largest first, then index
+        for j in by_remainder[: total - sum(counts)]:
+            counts[j] += 1
+        assert allocate(desired, total, 1, total).tolist() == counts
 
 
 def test_quantity_rule_validation_states_the_rule() -> None:
@@ -283,6 +298,7 @@ def test_quantity_rule_validation_states_the_rule() -> None:
         ("free", "continuous", [16.0, 1.0], [1.0, 0.0]),
         ("free", "discrete", [2.0, 4.0], [6, 8]),
         ("free", "discrete", [1 / 16, 0.5], [0, 2]),
+        ("free", "discrete", [4**-0.4, 4**0.15], [2, 5]),  # each rounded alone: 2.4 -> 2, 4.6 -> 5
     ],
 )
 def test_action_for_weights_by_hand(budget, action_type, weights, expected) -> None:
@@ -325,8 +341,8 @@ def test_action_for_weights_refuses_bad_weights() -> None:
 def test_dus_h_weights_by_hand() -> None:
     from dus_gym.heuristic import dus_h_weights
 
-    S = np.array([[0.6, 0.3, 0.3], [0.2, 0.2, 0.8]])  # one row per set of scores
-    expected = [[0.5, 1.25, 1.25], [1.5, 1.5, 1e-3]]  # row 2: mean 0.4, 1 - 0.4 / 0.4 = 0 -> floored at 1e-3
+    S = np.array([[0.6, 0.3, 0.3], [0.1, 0.1, 0.4]])  # one row per set of scores, each with its own mean
+    expected = [[0.5, 1.25, 1.25], [1.5, 1.5, 1e-3]]  # row 2: mean 0.2, 1 - 0.2 / 0.2 = 0 -> floored at 1e-3
     np.testing.assert_allclose(dus_h_weights(S), expected)  # lam = 1 by default
     np.testing.assert_allclose(dus_h_weights(S[0]), expected[0])
     np.testing.assert_allclose(dus_h_weights(S, lam=0.5), [[0.75, 1.125, 1.125], [1.25, 1.25, 0.5]])
