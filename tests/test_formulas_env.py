@@ -90,10 +90,10 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
     return float(np.mean(f1))
 
 
-def validation_by_hand(env: gym.Env) -> dict[str, Any]:
-    """Fused and branch validation metrics recomputed from the model's branch logits."""
+def validation_by_hand(env: gym.Env, split: str = "val") -> dict[str, Any]:
+    """Fused and branch metrics of a split recomputed from the model's branch logits."""
     run = env.unwrapped.run
-    idx = run.splits.val
+    idx = run.splits[split]
     y = run.labels[idx]
     with torch.no_grad():
         logits = torch.stack([run.model.branch_logits(j, x[idx]) for j, x in enumerate(run.inputs)]).double()
@@ -181,7 +181,19 @@ def test_scores_observation_and_reward_by_hand(method: str, monitor: str, beta: 
         # reward: the change of fused validation accuracy since the previous step
         assert reward == pytest.approx(info["val_accuracy"] - prev_val["val_accuracy"], abs=1e-6)
         assert not terminated and truncated == (step == n_steps) and not info["diverged"]
+        assert ("test" in info) == truncated
         prev_branch_loss, prev_val = branch_loss, info
+    # the last step reports the test split (never part of the reward): fused and branch metrics,
+    # the imbalance gap (best minus worst branch accuracy) and the linear probe of each encoder
+    test, names = info["test"], env.unwrapped.modalities
+    by_hand = validation_by_hand(env, "test")
+    assert test["accuracy"] == pytest.approx(by_hand["val_accuracy"], abs=1e-6)
+    assert test["macro_f1"] == pytest.approx(by_hand["val_macro_f1"], abs=1e-6)
+    assert test["loss"] == pytest.approx(by_hand["val_loss"], abs=1e-5)
+    branch = by_hand["val_branch_accuracy"]
+    assert test["branch_accuracy"] == pytest.approx(dict(zip(names, branch)), abs=1e-6)
+    assert test["imbalance_gap"] == pytest.approx(max(branch) - min(branch), abs=1e-6)
+    assert test["probe_accuracy"] == pytest.approx(dict(zip(names, env.unwrapped.run.probe("test"))), abs=1e-6)
 
 
 @pytest.mark.parametrize(("metric", "key", "sign"), [("loss", "val_loss", -1), ("f1", "val_macro_f1", 1)])
