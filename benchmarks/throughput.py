@@ -1,21 +1,45 @@
 """Throughput of the environment: what the env and the run cost over plain training.
 
-(a) **Overhead.** Env steps per second and training examples per second of
-    ``DUSEnv`` under uniform sampling, against a hand-written loop that builds
-    the same model and optimizer and does the same iterations and validation
-    passes with no env and no run object around it. The ratio env / loop is
-    the fraction of plain-training speed the env keeps (target >= 0.95).
-    The last step of an episode also computes the test metrics and the linear
-    probes (work the plain loop does not do): it is timed separately.
+(a) **Overhead.** Four variants do the same work (the same data, the same
+    model sizes, the same B, the same iterations per step, one validation
+    pass per step, uniform counts), stepped in lockstep, with one torch thread:
+
+    1. ``plain``: the leanest honest training loop, written here and
+       independent of dus_gym's model, method and run code (two MLPs ending in
+       linear heads, sum-of-logits fusion, one ``F.cross_entropy``, SGD with
+       the run's momentum and weight decay, batches drawn with replacement by
+       index from device tensors, no DataLoader, one validation pass under
+       ``torch.inference_mode``);
+    2. ``plain_scores``: the same loop plus what DUS computes every
+       iteration, written plainly: each modality's cross-entropy and score
+       ``s_t`` (mean true-class probability) and the running mean ``S_t``;
+    3. ``run``: :meth:`TrainingRun.step <dus_gym.run.TrainingRun.step>`;
+    4. ``env``: ``DUSEnv.step``.
+
+    ``plain / env`` is the fraction of plain-training speed the env keeps;
+    ``plain_scores / env`` the same with the score computation counted as the
+    method's cost (target >= 0.95); ``plain / plain_scores`` is that cost.
+    The episode's last step also computes the test metrics and the linear
+    probes (work no plain loop does): it is timed apart.
+(t) **Threads.** A default ``DUS-v0`` episode, and a few steps of the small CNN
+    (``views=["pix_image", "zer"]``), with ``run_config={"threads": t}`` for t
+    in 1, 2, None (torch's own setting) and with the env's default ``"auto"``,
+    called from a process left at torch's default thread count, as a user's
+    script is. ``--threads`` runs this part alone.
 (b) **Scaling.** Env steps per second with 1, 2 and 4 envs in parallel
     (Stable-Baselines3's ``SubprocVecEnv``, one torch thread per env).
-(c) **Episodes.** Wall time of one full episode (reset, ``n_steps`` steps,
-    test and probes) per built-in instance family.
+(c) **Episodes.** Wall and CPU time of one full episode (reset, ``n_steps``
+    steps, test and probes) per built-in instance family.
 
-Runs on the GPU when there is one (``--device auto``).
+CPU time (of this process, all its threads) is the measure of work on a
+machine shared with other jobs; wall time is listed beside it. Runs on the
+GPU when there is one (``--device auto``). The default run takes about two
+minutes on 2 CPU cores; ``--repeats``, ``--n-steps``, ``--threads-repeats``
+and ``--threads-cnn-steps`` lengthen it.
 
     python benchmarks/throughput.py
-    python benchmarks/throughput.py --device cuda --encoders cnn mlp --datasets synthetic:shortcut
+    python benchmarks/throughput.py --skip threads scaling episodes --repeats 20
+    python benchmarks/throughput.py --threads --threads-repeats 5 --threads-cnn-steps 10
 """
 
 from __future__ import annotations
@@ -24,67 +48,95 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 
+import dus_gym  # noqa: F401  (registers DUS-v0)
 from dus_gym.cli import parse_args
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
-from dus_gym.models import build_model
-from dus_gym.run import RunConfig, resolve_device
+from dus_gym.run import RunConfig, TrainingRun, resolve_device
 
-__all__ = ["Args", "HandWrittenLoop", "episode", "episode_times", "main", "overhead", "scaling"]
+__all__ = [
+    "Args", "PlainLoop", "VARIANTS", "episode", "episode_times", "main", "overhead", "scaling", "threads",
+]
+
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
+"""torch's own intra-op thread count in this process, read before the benchmark sets any."""
+VARIANTS = ("plain", "plain_scores", "run", "env")
+"""(a)'s variants, in the order of the report."""
+THREAD_SETTINGS = ("auto", "1", "2", "none")
+CNN_VIEWS = ("pix_image", "zer")
 
 
 @dataclass
 class Args:
-    """Measure env throughput against a hand-written training loop, parallel scaling and episode times."""
+    """Measure env throughput against a plain training loop, thread counts, parallel scaling and episode times."""
 
-    datasets: list[str] = field(default_factory=lambda: ["digits", "synthetic:shortcut"])
-    """datasets of the overhead measurement (a), and of the scaling measurement (b: the first one)"""
+    datasets: list[str] = field(default_factory=lambda: ["digits"])
+    """datasets of the overhead measurement (a), vector modalities only (the plain loop's encoders are MLPs);
+    the first one is also the scaling measurement's (b)"""
     families: list[str] = field(
         default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
     )
-    """instance families whose full-episode wall time (c) is measured"""
+    """instance families whose full-episode time (c) is measured"""
     n_steps: int = 10
-    """steps (epochs) per measured episode in (a) and (b); (c) uses --episode-steps"""
+    """timed steps of each variant per repeat in (a), after one warm-up step"""
+    repeats: int = 10
+    """repeats of (a), each with fresh objects and seed --seed + repeat; every step of a repeat runs the four
+    variants one after the other, rotating which goes first"""
     episode_steps: int = 30
     """steps of the full episodes timed in (c)"""
     iterations_per_step: int | None = None
-    """training iterations per step; none: one epoch"""
+    """training iterations per step in (a), (b) and (c); none: one epoch"""
     base_batch: int = 64
     """B, examples per modality per iteration"""
-    repeats: int = 3
-    """repetitions of (a), alternating env and loop; the median step time counts"""
+    threads: bool = False
+    """run only the thread-count comparison (t)"""
+    thread_settings: list[str] = field(default_factory=lambda: list(THREAD_SETTINGS))
+    """run_config threads values compared in (t): auto (the env default), an integer, none (torch's own setting)"""
+    threads_steps: int = 30
+    """steps of the DUS-v0 episode timed per thread setting in (t) (30: a default episode); 0 skips it"""
+    threads_cnn_steps: int = 3
+    """steps of the small-CNN episode (views pix_image zer) timed per thread setting in (t); 0 skips it"""
+    threads_iterations: int | None = None
+    """training iterations per step in (t); none: one epoch, as the default env"""
+    threads_probe_steps: int | None = None
+    """L-BFGS iterations of the linear probes of the episode's last step in (t); none: the default"""
+    threads_repeats: int = 2
+    """repeats of (t), rotating the order of the settings; the median counts"""
+    threads_background: int = 0
+    """busy processes (one Python loop each) kept running during (t), to measure under other work"""
     num_envs: list[int] = field(default_factory=lambda: [1, 2, 4])
     """numbers of parallel envs in (b)"""
     scaling_steps: int = 30
     """steps per env timed in (b), after one warm-up step"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda"""
-    encoders: list[str] | None = None
-    """per-modality encoder kind (mlp, cnn, gru); none: chosen by the sample shape"""
     torch_threads: int = 1
-    """torch intra-op threads of this process and of each parallel env"""
+    """torch intra-op threads of this process in (a), (b) and (c), and of each parallel env"""
     seed: int = 0
     """seed of the instances (split, initialisation, batch order)"""
     output: str = "benchmarks/results/throughput"
     """folder of throughput.json and throughput.md"""
     skip: list[str] = field(default_factory=list)
-    """parts to skip: overhead, scaling, episodes"""
+    """parts to skip: overhead, threads, scaling, episodes"""
 
 
-def _config(args: Args) -> RunConfig:
-    return RunConfig(
-        base_batch=args.base_batch, device=args.device, encoders=None if args.encoders is None else tuple(args.encoders)
-    )
+PARTS = ("overhead", "threads", "scaling", "episodes")
 
 
 def _sync(device: torch.device) -> None:
@@ -92,81 +144,129 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class HandWrittenLoop:
-    """Plain joint training with uniform batches: the same model, optimizer,
-    iterations and per-step validation pass as the env, written out by hand
-    (no env, no :class:`~dus_gym.run.TrainingRun`, no monitor).
+def _standardised(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
+    ref = x[train]
+    return (x - ref.mean(dim=0)) / ref.std(dim=0).clamp(min=1e-6)
 
-    :meth:`step` trains ``iterations`` iterations and evaluates the
-    validation split, ending with one host transfer as the env does. With
-    ``with_scores`` it also computes, per iteration, what any DUS loop needs:
-    each modality's cross-entropy and mean true-class probability (``s_t``),
-    kept as a running mean (``S_t``), by hand.
+
+class PlainLoop:
+    """Plain joint training, independent of dus_gym's model, method and run code.
+
+    One MLP per modality, ``Linear(D, hidden) - ReLU - Linear(hidden,
+    feature_dim) - ReLU - Linear(feature_dim, C)``: the sizes of dus_gym's
+    default encoder and head. Fused logits are the sum of the modalities'
+    logits, the loss one ``F.cross_entropy``, the optimizer SGD with the
+    config's learning rate, momentum and weight decay. Each iteration draws
+    ``B`` training indices with replacement from a device generator and
+    indexes the device tensors; each :meth:`step` is ``iterations`` iterations
+    and one validation pass (fused accuracy and loss, on validation rows
+    gathered once at construction) under ``torch.inference_mode``, read to the
+    host in one transfer.
+
+    With ``with_scores`` every iteration also computes, written plainly, what
+    DUS needs: each modality's cross-entropy and score ``s_t`` (the mean
+    probability of the true class) from one log-softmax of the stacked
+    logits, and the running mean ``S_t`` of the scores. The step's
+    validation read-out then also carries ``S_t`` and the step's mean
+    per-modality loss.
+
+    Args:
+        dataset: a dataset name for :func:`~dus_gym.data.load_dataset`;
+            every modality must be vectors ``(N, D)``.
+        config: the learning settings (B, lr, momentum, weight decay,
+            feature width, split fractions, device); default ``RunConfig()``.
+        iterations: per step; None: one epoch, ``ceil(n_train / B)``.
+        seed: split, initialisation and batch-draw seed.
+        hidden: the MLPs' hidden width (dus_gym's ``MLPEncoder`` default).
+        views: the modalities to use (default: the dataset's own).
     """
 
     def __init__(
-        self, dataset: str, config: RunConfig, iterations: int | None, seed: int = 0, with_scores: bool = False
+        self,
+        dataset: str,
+        config: RunConfig | None = None,
+        iterations: int | None = None,
+        seed: int = 0,
+        with_scores: bool = False,
+        hidden: int = 128,
+        views: Sequence[str] | None = None,
     ) -> None:
+        config = config or RunConfig()
         self.with_scores = with_scores
         self.device = device = resolve_device(config.device)
-        data = load_dataset(dataset, seed=seed)
-        splits = data.splits(seed, config.split_fractions).to(device)
-        self.train_idx, self.val_idx = splits.train, splits.val
+        data = load_dataset(dataset, views)
+        shapes = {name: tuple(x.shape[1:]) for name, x in data.modalities.items()}
+        if any(len(s) != 1 for s in shapes.values()):
+            raise ValueError(f"PlainLoop: {dataset!r} has modalities of shapes {shapes}; the plain loop takes vectors")
+        splits = data.splits(seed, config.split_fractions)
+        self.train_idx, self.val_idx = splits.train.to(device), splits.val.to(device)
         self.labels = data.labels.to(device)
-        self.inputs = []
-        for x in data.modalities.values():
-            x = x.to(device)
-            ref = x[self.train_idx]
-            dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
-            self.inputs.append((x - ref.mean(dim=dims, keepdim=True)) / ref.std(dim=dims, keepdim=True).clamp(min=1e-6))
-        self.model = build_model(
-            [tuple(x.shape[1:]) for x in self.inputs], data.num_classes, torch.Generator().manual_seed(seed), device,
-            config.feature_dim, False, config.encoders,
-        )
+        self.inputs = [_standardised(x, splits.train).to(device) for x in data.modalities.values()]
+        # The validation rows, gathered once (a lean loop need not index them every epoch).
+        self.val_inputs = [x[self.val_idx] for x in self.inputs]
+        self.val_labels = self.labels[self.val_idx]
+        with torch.random.fork_rng(devices=[]):  # default initialisation, global RNG left as it was
+            torch.manual_seed(seed)
+            self.nets = nn.ModuleList(
+                nn.Sequential(
+                    nn.Linear(x.shape[1], hidden), nn.ReLU(), nn.Linear(hidden, config.feature_dim), nn.ReLU(),
+                    nn.Linear(config.feature_dim, data.num_classes),
+                )
+                for x in self.inputs
+            ).to(device)
         self.optimizer = torch.optim.SGD(
-            self.model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            self.nets.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.generator = torch.Generator(device=device).manual_seed(seed)
         self.batch = config.base_batch
         self.iterations = iterations or max(1, -(-len(self.train_idx) // self.batch))
-        self.scores = torch.zeros(len(self.inputs), device=device)
+        m = len(self.inputs)
+        self.scores = torch.zeros(m, device=device)
+        """``S_t``, running mean of the scores (``with_scores``)"""
         self.t = 0
+        """iterations whose scores ``S_t`` holds"""
 
-    def step(self) -> torch.Tensor:
-        """One step (epoch): training iterations, then the validation metrics on the host."""
-        model, inputs, labels, train = self.model, self.inputs, self.labels, self.train_idx
-        model.train()
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.nets.parameters())
+
+    def step(self) -> np.ndarray:
+        """One step: ``iterations`` training iterations, then the validation pass.
+
+        Returns, on the host: fused validation accuracy and loss, and with
+        scores ``S_t`` ``(M,)`` and the step's mean per-modality loss ``(M,)``.
+        """
+        nets, inputs, labels, train = self.nets, self.inputs, self.labels, self.train_idx
+        n_train, batch, gen, device = len(train), self.batch, self.generator, self.device
+        m = len(inputs)
+        branch_loss_sum = torch.zeros(m, device=device)
+        nets.train()
         for _ in range(self.iterations):
-            idx = train[torch.randint(len(train), (self.batch,), generator=self.generator, device=self.device)]
+            idx = train[torch.randint(n_train, (batch,), generator=gen, device=device)]
             y = labels[idx]
-            branch_logits = [model.branch_logits(j, x[idx]) for j, x in enumerate(inputs)]
-            loss = F.cross_entropy(sum(branch_logits[1:], branch_logits[0]), y)
+            logits = [net(x[idx]) for net, x in zip(nets, inputs)]
+            loss = F.cross_entropy(sum(logits[1:], logits[0]), y)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            self.optimizer.step()
             if self.with_scores:
                 with torch.no_grad():
-                    stacked = torch.stack(branch_logits).detach()  # (M, B, C)
-                    branch_loss = torch.stack([F.cross_entropy(lg, y) for lg in stacked])
-                    score = stacked.softmax(-1).gather(2, y.expand(len(stacked), -1)[..., None]).mean((1, 2))
+                    log_py = torch.stack(logits).log_softmax(-1).gather(2, y.expand(m, -1).unsqueeze(2))  # (M, B, 1)
+                    branch_loss_sum -= log_py.mean(dim=(1, 2))
                     self.t += 1
-                    self.scores = self.scores + (score - self.scores) / self.t
-                    self.branch_loss = branch_loss
-            self.optimizer.step()
-        model.eval()
-        y_val = labels[self.val_idx]
+                    self.scores += (log_py.exp().mean(dim=(1, 2)) - self.scores) / self.t
+        nets.eval()
         with torch.inference_mode():
-            branch = torch.stack([model.branch_logits(j, x[self.val_idx]) for j, x in enumerate(inputs)])
-            fused = branch.sum(0)
-            return torch.cat(
-                [
-                    (fused.argmax(1) == y_val).float().mean().reshape(1),
-                    F.cross_entropy(fused, y_val).reshape(1),
-                    (branch.argmax(2) == y_val).float().mean(1),
-                ]
-            ).cpu()
+            y = self.val_labels
+            fused = sum(net(x) for net, x in zip(nets, self.val_inputs))
+            assert isinstance(fused, torch.Tensor)
+            parts = [(fused.argmax(1) == y).float().mean().reshape(1), F.cross_entropy(fused, y).reshape(1)]
+            if self.with_scores:
+                parts += [self.scores, branch_loss_sum / self.iterations]
+            return torch.cat(parts).cpu().numpy()
 
 
-def _timed(fn: Any, device: torch.device) -> tuple[float, float]:
+def _timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of one call."""
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
@@ -177,7 +277,7 @@ def _timed(fn: Any, device: torch.device) -> tuple[float, float]:
 def _make_env(dataset: str, args: Args, method: str = "joint", n_steps: int | None = None) -> DUSEnv:
     return DUSEnv(
         dataset=dataset, method=method, n_steps=n_steps or args.n_steps, iterations_per_step=args.iterations_per_step,
-        base_batch=args.base_batch, device=args.device, run_config={"encoders": _config(args).encoders},
+        base_batch=args.base_batch, device=args.device,
     )
 
 
@@ -201,62 +301,214 @@ def episode(dataset: str, args: Args, n_steps: int, seed: int = 0) -> dict[str, 
     return {"reset_s": reset_s, "step_s": times, "iterations": env._iterations}
 
 
-def overhead(args: Args, dataset: str) -> dict[str, Any]:
-    """Part (a) for one dataset: env steps against hand-written-loop steps, in lockstep.
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return (values[0],) * 3
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
 
-    Both advance one step at a time, alternating which goes first, so a change
-    of machine load hits both alike. Each step is timed in wall seconds and in
-    CPU seconds of this process (robust to other processes on a shared
-    machine; equal to the work done with one torch thread on the CPU). The
-    episode's last step, which adds the test metrics and linear probes, is
-    not among the ``n_steps - 1`` compared steps.
+
+def overhead(args: Args, dataset: str) -> dict[str, Any]:
+    """Part (a) for one dataset: the four :data:`VARIANTS` on the same work, in lockstep.
+
+    Each repeat builds fresh objects (seed ``--seed + repeat``), steps each
+    once untimed (warm-up: lazy allocations, the optimizer's momentum
+    buffers), then ``n_steps`` times, all four per step, rotating which goes
+    first so that a change of machine load hits all alike. Every step is
+    timed in CPU seconds of this process (the work done, with one torch
+    thread) and in wall seconds. The env's episode is two steps longer than
+    the timed ones: its last step (test metrics, probes) is timed apart.
     """
-    if args.n_steps < 2:
-        raise ValueError(f"--n-steps must be >= 2 (the last step is timed apart), got {args.n_steps}")
+    if args.n_steps < 1:
+        raise ValueError(f"--n-steps must be >= 1, got {args.n_steps}")
     device = resolve_device(args.device)
-    config = _config(args)
-    names = ("env", "loop", "loop_scores")
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    cpu: dict[str, list[float]] = {name: [] for name in names}
+    config = RunConfig(base_batch=args.base_batch, device=args.device)
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    per_repeat: list[dict[str, float]] = []  # median CPU seconds per step of each variant, per repeat
     resets, lasts = [], []
+    checks: dict[str, Any] = {}
     for r in range(args.repeats):
         seed = args.seed + r
-        env = _make_env(dataset, args)
+        env = _make_env(dataset, args, n_steps=args.n_steps + 2)
         action = env.rule.uniform_action
         start = time.perf_counter()
         env.reset(seed=seed)
         resets.append(time.perf_counter() - start)
-        loop = HandWrittenLoop(dataset, config, args.iterations_per_step, seed)
-        loop_scores = HandWrittenLoop(dataset, config, args.iterations_per_step, seed, with_scores=True)
-        if loop.iterations != env._iterations:
-            raise RuntimeError(f"iterations differ: env {env._iterations}, loop {loop.iterations}")
-        steps = {"env": partial(env.step, action), "loop": loop.step, "loop_scores": loop_scores.step}
-        for k in range(args.n_steps - 1):
-            for name in names[k % 3 :] + names[: k % 3]:  # rotate which goes first
+        assert env.run is not None
+        run = TrainingRun(load_dataset(dataset), config, seed, seed, seed)
+        counts = [args.base_batch] * run.num_modalities
+        iterations = env._iterations
+        plain = PlainLoop(dataset, config, iterations, seed)
+        plain_scores = PlainLoop(dataset, config, iterations, seed, with_scores=True)
+        checks = {
+            "iterations_by_variant": {"plain": plain.iterations, "run": iterations, "env": env._iterations},
+            "parameters": {"plain": plain.num_parameters, "run": sum(p.numel() for p in run.model.parameters()),
+                           "env": sum(p.numel() for p in env.run.model.parameters())},
+            "counts": {"env": env.rule.quantities(action).tolist(), "run": counts},
+        }
+        if len({*checks["iterations_by_variant"].values()}) != 1 or len({*checks["parameters"].values()}) != 1:
+            raise RuntimeError(f"overhead: the variants do different work: {checks}")
+        if checks["counts"]["env"] != counts:
+            raise RuntimeError(f"overhead: the env's uniform counts {checks['counts']['env']} are not {counts}")
+        steps: dict[str, Callable[[], Any]] = {
+            "plain": plain.step, "plain_scores": plain_scores.step,
+            "run": partial(run.step, counts, iterations), "env": partial(env.step, action),
+        }
+        for fn in steps.values():  # warm-up
+            _timed(fn, device)
+        rep_cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+        for k in range(args.n_steps):
+            shift = (r * args.n_steps + k) % len(VARIANTS)
+            for name in VARIANTS[shift:] + VARIANTS[:shift]:
                 w, c = _timed(steps[name], device)
-                if r > 0 or k > 0:  # the very first step of each is warm-up
-                    wall[name].append(w)
-                    cpu[name].append(c)
-        lasts.append(_timed(steps["env"], device)[0])
-    examples = len(env.modalities) * args.base_batch * loop.iterations
-    med = {name: {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name])} for name in names}
+                wall[name].append(w)
+                cpu[name].append(c)
+                rep_cpu[name].append(c)
+        per_repeat.append({name: statistics.median(v) for name, v in rep_cpu.items()})
+        lasts.append(_timed(partial(env.step, action), device))
+    examples = run.num_modalities * args.base_batch * iterations
+    med = {name: {"wall": statistics.median(wall[name]), "cpu": statistics.median(cpu[name])} for name in VARIANTS}
+
+    def ratio(num: str, den: str) -> dict[str, Any]:
+        by_repeat = [rep[num] / rep[den] for rep in per_repeat]
+        return {
+            "cpu": med[num]["cpu"] / med[den]["cpu"], "wall": med[num]["wall"] / med[den]["wall"],
+            "cpu_by_repeat_min": min(by_repeat), "cpu_by_repeat_max": max(by_repeat),
+        }
+
     return {
         "dataset": dataset,
-        "iterations_per_step": loop.iterations,
+        "modalities": env.modalities,
+        **checks,
+        "iterations_per_step": iterations,
         "examples_per_step": examples,
-        "env_steps_per_s": 1 / med["env"]["wall"],
-        "loop_steps_per_s": 1 / med["loop"]["wall"],
-        "env_examples_per_s": examples / med["env"]["wall"],
-        "loop_examples_per_s": examples / med["loop"]["wall"],
-        "ratio": med["loop"]["wall"] / med["env"]["wall"],
-        "ratio_cpu": med["loop"]["cpu"] / med["env"]["cpu"],
-        "ratio_cpu_vs_scores_loop": med["loop_scores"]["cpu"] / med["env"]["cpu"],
-        "env_cpu_s_per_step": med["env"]["cpu"],
-        "loop_cpu_s_per_step": med["loop"]["cpu"],
-        "loop_scores_cpu_s_per_step": med["loop_scores"]["cpu"],
+        "timed_steps_per_variant": len(cpu["env"]),
+        "cpu_s_per_step": {name: med[name]["cpu"] for name in VARIANTS},
+        "cpu_s_per_step_quartiles": {name: _quartiles(cpu[name]) for name in VARIANTS},
+        "wall_s_per_step": {name: med[name]["wall"] for name in VARIANTS},
+        "examples_per_cpu_s": {name: examples / med[name]["cpu"] for name in VARIANTS},
+        "ratios": {
+            "plain/env": ratio("plain", "env"),
+            "plain_scores/env": ratio("plain_scores", "env"),
+            "plain/run": ratio("plain", "run"),
+            "plain_scores/run": ratio("plain_scores", "run"),
+            "run/env": ratio("run", "env"),
+            "plain/plain_scores": ratio("plain", "plain_scores"),
+        },
         "reset_s": statistics.median(resets),
-        "last_step_extra_s": statistics.median(lasts) - med["env"]["wall"],
+        "last_step_extra_cpu_s": statistics.median(c for _, c in lasts) - med["env"]["cpu"],
+        "last_step_extra_wall_s": statistics.median(w for w, _ in lasts) - med["env"]["wall"],
     }
+
+
+def _thread_setting(text: str) -> int | str | None:
+    if text == "auto":
+        return "auto"
+    if text.lower() == "none":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"--thread-settings {text!r}: expected auto, none or an integer >= 1")
+    return value
+
+
+@contextmanager
+def _background(n: int) -> Iterator[None]:
+    """``n`` busy processes (a Python loop each) for the duration of the block, ended by their handles."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+
+
+def _thread_episode(setting: str, views: Sequence[str] | None, n_steps: int, args: Args, seed: int) -> dict[str, Any]:
+    """Reset and step one ``DUS-v0`` episode to its end (uniform sampling) under one threads setting."""
+    value = _thread_setting(setting)
+    run_config: dict[str, Any] = {} if value == "auto" else {"threads": value}
+    if args.threads_probe_steps is not None:
+        run_config["probe_steps"] = args.threads_probe_steps
+    kwargs: dict[str, Any] = {"run_config": run_config} if run_config else {}
+    if views is not None:
+        kwargs["views"] = list(views)
+    env = gym.make(
+        "DUS-v0", n_steps=n_steps, iterations_per_step=args.threads_iterations, device=args.device, **kwargs
+    )
+    base = env.unwrapped
+    assert isinstance(base, DUSEnv)
+    action = base.rule.uniform_action
+    device = resolve_device(args.device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    env.reset(seed=seed)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(action)
+        done = terminated or truncated
+    _sync(device)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert base.run is not None
+    used = base.run.threads or torch.get_num_threads()
+    env.close()
+    return {"wall_s": wall, "cpu_s": cpu, "threads_used": used}
+
+
+def threads(args: Args) -> list[dict[str, Any]]:
+    """Part (t): episodes under each threads setting, called with torch's default thread count.
+
+    For each model (the default MLPs, then the small CNN), every repeat runs
+    one episode per setting, rotating their order; the table holds the
+    medians and says whether the default ``"auto"`` is within 1.2x of the
+    best setting, in CPU time and in wall time.
+    """
+    for s in args.thread_settings:
+        _thread_setting(s)
+    models = [("mlp", None, args.threads_steps), ("cnn", CNN_VIEWS, args.threads_cnn_steps)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(TORCH_DEFAULT_THREADS)
+    rows = []
+    try:
+        with _background(args.threads_background):
+            for model, views, n_steps in models:
+                if n_steps < 1:
+                    continue
+                _thread_episode("1", views, 1, args, args.seed)  # warm-up: data files, first-call costs
+                runs: dict[str, list[dict[str, Any]]] = {s: [] for s in args.thread_settings}
+                settings = list(args.thread_settings)
+                for r in range(args.threads_repeats):
+                    shift = r % len(settings)
+                    for s in settings[shift:] + settings[:shift]:
+                        runs[s].append(_thread_episode(s, views, n_steps, args, args.seed))
+                table = {
+                    s: {
+                        "cpu_s": statistics.median(x["cpu_s"] for x in v),
+                        "wall_s": statistics.median(x["wall_s"] for x in v),
+                        "cpu_s_all": [x["cpu_s"] for x in v],
+                        "wall_s_all": [x["wall_s"] for x in v],
+                        "threads_used": v[0]["threads_used"],
+                    }
+                    for s, v in runs.items()
+                }
+                row: dict[str, Any] = {
+                    "model": model, "views": list(views) if views else ["pix", "zer"], "steps": n_steps,
+                    "caller_threads": TORCH_DEFAULT_THREADS, "settings": table,
+                }
+                counts = [s for s in table if s != "auto"]  # the explicit thread counts
+                if "auto" in table and counts:
+                    for measure in ("cpu_s", "wall_s"):
+                        best = min(counts, key=lambda s: table[s][measure])
+                        factor = table["auto"][measure] / table[best][measure]
+                        row[f"auto_vs_best_{measure}"] = {"best": best, "factor": factor, "within_1.2x": factor <= 1.2}
+                rows.append(row)
+    finally:
+        torch.set_num_threads(before)
+    return rows
 
 
 def _make_worker_env(dataset: str, args_dict: dict[str, Any], threads: int) -> DUSEnv:
@@ -315,7 +567,7 @@ def machine() -> dict[str, Any]:
     """Where the numbers come from."""
     info: dict[str, Any] = {
         "cpu_cores": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(), "gpu": None,
+        "torch_default_threads": TORCH_DEFAULT_THREADS, "gpu": None,
         "load_average_1min": os.getloadavg()[0],
     }
     if torch.cuda.is_available():
@@ -323,38 +575,84 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
     """The measurements as Markdown tables."""
     m = result["machine"]
     lines = [
         f"Machine: {m['cpu_cores']} CPU cores, GPU: {m['gpu'] or 'none'}, device {result['device']}, "
-        f"torch {m['torch']}, {m['torch_threads']} torch thread(s), load average {m['load_average_1min']:.1f} "
-        f"at the start (other processes share the CPUs: compare the CPU-time columns); {result['date']}.",
+        f"torch {m['torch']} (default {m['torch_default_threads']} threads); load average (1 min) "
+        f"{m['load_average_1min']:.2f} at the start, {result.get('load_average_end', float('nan')):.2f} at the end "
+        f"(other processes share the CPUs: compare CPU times); {result['date']}.",
         "",
     ]
-    if result.get("overhead"):
+    for r in result.get("overhead", []):
         lines += [
-            "(a) Env against a hand-written loop (uniform sampling, joint training; env and loop stepped in "
-            "lockstep, median step time; steps/s and examples/s in wall time; the ratio env/loop in wall time and "
-            "in CPU time of the process, the latter robust to other load; the last step's test metrics and probes "
-            "are excluded and listed apart; the loop with scores also computes each modality's loss and "
-            "true-class score per iteration, as any DUS loop must):",
+            f"(a) Overhead on {r['dataset']} ({' + '.join(r['modalities'])}), uniform counts {r['counts']['run']}, "
+            f"{r['iterations_per_step']} iterations and one validation pass per step, {r['parameters']['run']} "
+            f"parameters, one torch thread; {r['timed_steps_per_variant']} timed steps per variant in lockstep. "
+            "CPU ms per step: median [quartiles]:",
             "",
-            "| dataset | iterations/step | env steps/s | loop steps/s | env examples/s | loop examples/s "
-            "| ratio (wall) | ratio (CPU) | ratio (CPU) vs loop with scores | reset (s) | last-step extra (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| variant | CPU ms/step | quartiles | wall ms/step | examples per CPU s |",
+            "|---|---|---|---|---|",
         ]
-        for r in result["overhead"]:
+        for name in VARIANTS:
+            q1, _, q3 = r["cpu_s_per_step_quartiles"][name]
             lines.append(
-                f"| {r['dataset']} | {r['iterations_per_step']} | {r['env_steps_per_s']:.2f} | "
-                f"{r['loop_steps_per_s']:.2f} | {r['env_examples_per_s']:.0f} | {r['loop_examples_per_s']:.0f} | "
-                f"{r['ratio']:.3f} | {r['ratio_cpu']:.3f} | {r['ratio_cpu_vs_scores_loop']:.3f} | "
-                f"{r['reset_s']:.3f} | {r['last_step_extra_s']:.3f} |"
+                f"| {name} | {_ms(r['cpu_s_per_step'][name])} | {_ms(q1)}-{_ms(q3)} | "
+                f"{_ms(r['wall_s_per_step'][name])} | {r['examples_per_cpu_s'][name]:.0f} |"
             )
+        lines += [
+            "",
+            "| ratio (speed of the second as a fraction of the first's) | CPU | per-repeat range, CPU | wall |",
+            "|---|---|---|---|",
+        ]
+        for key, v in r["ratios"].items():
+            lines.append(
+                f"| {key} | {v['cpu']:.3f} | {v['cpu_by_repeat_min']:.3f}-{v['cpu_by_repeat_max']:.3f} | "
+                f"{v['wall']:.3f} |"
+            )
+        ratios = r["ratios"]
+        lines += [
+            "",
+            f"(a)/(d) plain/env {ratios['plain/env']['cpu']:.3f}, (b)/(d) plain_scores/env "
+            f"{ratios['plain_scores/env']['cpu']:.3f} (target >= 0.95), score cost (a)/(b) "
+            f"{ratios['plain/plain_scores']['cpu']:.3f} (CPU time). Reset {r['reset_s']:.3f} s; the episode's "
+            f"last step adds {r['last_step_extra_cpu_s']:.3f} CPU s (test metrics, probes).",
+            "",
+        ]
+    if result.get("threads"):
+        lines += [
+            f"(t) Thread settings (`run_config={{\"threads\": t}}`), called from a process at torch's default "
+            f"({m['torch_default_threads']} threads), {result['args']['threads_background']} extra busy "
+            f"process(es); median of {result['args']['threads_repeats']} episode(s) per setting, order rotated:",
+            "",
+            "| model | steps | setting | threads used | CPU s | wall s | all CPU s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in result["threads"]:
+            for s, v in row["settings"].items():
+                runs = ", ".join(f"{x:.2f}" for x in v["cpu_s_all"])
+                lines.append(
+                    f"| {row['model']} ({' + '.join(row['views'])}) | {row['steps']} | {s} | {v['threads_used']} | "
+                    f"{v['cpu_s']:.2f} | {v['wall_s']:.2f} | {runs} |"
+                )
+        lines.append("")
+        for row in result["threads"]:
+            for measure, word in (("cpu_s", "CPU"), ("wall_s", "wall")):
+                v = row.get(f"auto_vs_best_{measure}")
+                if v:
+                    lines.append(
+                        f"- {row['model']}, {word} time: the default 'auto' is x{v['factor']:.2f} of the best "
+                        f"({v['best']}): {'within' if v['within_1.2x'] else 'NOT within'} 1.2x."
+                    )
         lines.append("")
     if result.get("scaling"):
         lines += [
-            f"(b) Parallel envs (SubprocVecEnv, {result['scaling_dataset']}):",
+            f"(b) Parallel envs (SubprocVecEnv, {result['scaling_dataset']}, one torch thread each):",
             "",
             "| envs | env steps/s | speedup | efficiency |",
             "|---|---|---|---|",
@@ -382,23 +680,33 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(Args, argv, description=__doc__)
-    unknown = set(args.skip) - {"overhead", "scaling", "episodes"}
+    unknown = set(args.skip) - set(PARTS)
     if unknown:
-        raise ValueError(f"--skip {sorted(unknown)}: expected any of overhead, scaling, episodes")
+        raise ValueError(f"--skip {sorted(unknown)}: expected any of {', '.join(PARTS)}")
+    for s in args.thread_settings:
+        _thread_setting(s)
+    parts = ["threads"] if args.threads else [p for p in PARTS if p not in args.skip]
     # Seeding: every run takes its split, initialisation and batch-order seeds from --seed.
-    torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
     result: dict[str, Any] = {
-        "args": asdict(args), "machine": machine(), "device": str(device),
+        "args": asdict(args), "machine": machine(), "device": str(device), "parts": parts,
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    if "overhead" not in args.skip:
-        result["overhead"] = [overhead(args, d) for d in args.datasets]
-    if "scaling" not in args.skip:
-        result["scaling_dataset"] = args.datasets[0]
-        result["scaling"] = scaling(args, args.datasets[0])
-    if "episodes" not in args.skip:
-        result["episodes"] = episode_times(args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(args.torch_threads)
+    try:
+        if "overhead" in parts:
+            result["overhead"] = [overhead(args, d) for d in args.datasets]
+        if "threads" in parts:
+            result["threads"] = threads(args)
+        if "scaling" in parts:
+            result["scaling_dataset"] = args.datasets[0]
+            result["scaling"] = scaling(args, args.datasets[0])
+        if "episodes" in parts:
+            result["episodes"] = episode_times(args)
+    finally:
+        torch.set_num_threads(before)
+    result["load_average_end"] = os.getloadavg()[0]
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     (output / "throughput.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -309,34 +309,82 @@ def test_help_explains_every_flag(module: str, capsys: pytest.CaptureFixture[str
         assert doc[:30] in text
 
 
-def test_throughput_runs_and_reports_a_ratio(tmp_path: Path) -> None:
+TINY_THROUGHPUT = [
+    "--datasets", "synthetic:tiny", "--families", "synthetic:tiny", "--n-steps", "2", "--repeats", "2",
+    "--episode-steps", "2", "--iterations-per-step", "2", "--base-batch", "8", "--device", "cpu",
+    "--thread-settings", "auto", "1", "none", "--threads-steps", "1", "--threads-cnn-steps", "0",
+    "--threads-iterations", "1", "--threads-probe-steps", "2", "--threads-repeats", "1",
+]
+
+
+def test_throughput_runs_and_reports_the_four_variants(tmp_path: Path) -> None:
+    import torch
+
     from benchmarks import throughput
 
-    result = throughput.main([
-        "--datasets", "synthetic:tiny", "--families", "synthetic:tiny", "--n-steps", "3", "--episode-steps", "2",
-        "--iterations-per-step", "2", "--base-batch", "8", "--repeats", "1", "--device", "cpu",
-        "--skip", "scaling", "--output", str(tmp_path),
-    ])
+    threads_before = torch.get_num_threads()
+    result = throughput.main([*TINY_THROUGHPUT, "--skip", "scaling", "--output", str(tmp_path)])
+    assert torch.get_num_threads() == threads_before, "the caller's torch thread count is restored"
+    assert result["parts"] == ["overhead", "threads", "episodes"]
     (row,) = result["overhead"]
-    assert row["iterations_per_step"] == 2 and row["examples_per_step"] == 2 * 8 * 2
-    assert row["ratio"] == pytest.approx(row["env_steps_per_s"] / row["loop_steps_per_s"])
-    assert row["ratio_cpu"] == pytest.approx(row["loop_cpu_s_per_step"] / row["env_cpu_s_per_step"])
-    assert row["env_examples_per_s"] == pytest.approx(row["env_steps_per_s"] * 32)
+    # The same work: iterations, parameters and counts checked equal across the variants.
+    assert set(row["iterations_by_variant"].values()) == {2} and row["iterations_per_step"] == 2
+    assert len(set(row["parameters"].values())) == 1
+    assert row["counts"] == {"env": [8, 8], "run": [8, 8]} and row["examples_per_step"] == 2 * 8 * 2
+    assert row["timed_steps_per_variant"] == 2 * 2
+    cpu = row["cpu_s_per_step"]
+    assert set(cpu) == set(throughput.VARIANTS) and all(v > 0 for v in cpu.values())
+    for key, ratio in row["ratios"].items():
+        num, den = key.split("/")
+        assert ratio["cpu"] == pytest.approx(cpu[num] / cpu[den])
+        assert ratio["cpu_by_repeat_min"] <= ratio["cpu_by_repeat_max"]
+    (mlp,) = result["threads"]  # --threads-cnn-steps 0: the CNN is skipped
+    assert mlp["model"] == "mlp" and mlp["steps"] == 1 and set(mlp["settings"]) == {"auto", "1", "none"}
+    assert mlp["settings"]["auto"]["threads_used"] == 1 and mlp["settings"]["1"]["threads_used"] == 1
+    assert mlp["settings"]["none"]["threads_used"] == throughput.TORCH_DEFAULT_THREADS
+    for measure in ("cpu_s", "wall_s"):
+        verdict = mlp[f"auto_vs_best_{measure}"]
+        assert verdict["best"] in {"1", "none"} and verdict["within_1.2x"] == (verdict["factor"] <= 1.2)
     assert result["episodes"][0]["family"] == "synthetic:tiny"
-    assert "ratio (CPU)" in (tmp_path / "throughput.md").read_text()
+    text = (tmp_path / "throughput.md").read_text()
+    assert "(a)/(d) plain/env" in text and "(b)/(d) plain_scores/env" in text and "score cost (a)/(b)" in text
+    assert "the default 'auto' is" in text
     assert json.loads((tmp_path / "throughput.json").read_text())["overhead"][0]["dataset"] == "synthetic:tiny"
 
 
-def test_hand_written_loop_trains_and_tracks_scores() -> None:
-    from benchmarks.throughput import HandWrittenLoop
-    from dus_gym.run import RunConfig
+def test_threads_mode_runs_only_the_thread_comparison(tmp_path: Path) -> None:
+    from benchmarks import throughput
 
-    loop = HandWrittenLoop("synthetic:tiny", RunConfig(base_batch=8, device="cpu"), 6, seed=0, with_scores=True)
+    result = throughput.main([*TINY_THROUGHPUT, "--threads", "--thread-settings", "auto", "2",
+                              "--output", str(tmp_path)])
+    assert result["parts"] == ["threads"] and "overhead" not in result
+    assert result["threads"][0]["settings"]["2"]["threads_used"] == 2
+    with pytest.raises(ValueError, match=r"--thread-settings '0': expected auto, none or an integer >= 1"):
+        throughput.main([*TINY_THROUGHPUT, "--threads", "--thread-settings", "0", "--output", str(tmp_path)])
+
+
+def test_plain_loop_trains_tracks_scores_and_matches_the_run_model() -> None:
+    from benchmarks.throughput import PlainLoop
+    from dus_gym.data import load_dataset
+    from dus_gym.run import RunConfig, TrainingRun
+
+    config = RunConfig(base_batch=8, device="cpu")
+    loop = PlainLoop("synthetic:tiny", config, 6, seed=0, with_scores=True)
     first = loop.step()
     for _ in range(5):
         last = loop.step()
+    m = len(loop.inputs)
+    assert last.shape == (2 + 2 * m,)
     assert last[0] > max(first[0], 0.25 + 0.1)  # fused val accuracy above chance (4 classes) and rising
     assert loop.t == 6 * 6 and ((loop.scores > 0) & (loop.scores < 1)).all()
+    assert (last[2 + m:] > 0).all()  # the step's mean per-modality cross-entropy
+    run = TrainingRun(load_dataset("synthetic:tiny"), config)
+    assert loop.num_parameters == sum(p.numel() for p in run.model.parameters())  # the same model sizes
+    assert PlainLoop("synthetic:tiny", config).iterations == run.iterations_per_epoch
+    plain = PlainLoop("synthetic:tiny", config, 2, seed=0)
+    assert plain.step().shape == (2,) and plain.t == 0
+    with pytest.raises(ValueError, match="the plain loop takes vectors"):
+        PlainLoop("digits", config, views=["pix_image", "zer"])
 
 
 @pytest.mark.slow
