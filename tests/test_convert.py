@@ -234,14 +234,19 @@ def test_strict_refuses_and_writes_nothing(tmp_path: Path, capsys: pytest.Captur
     assert "strict: 3 rows would be skipped" in capsys.readouterr().err  # no --classes: ANG is a class
 
 
-def test_wrong_sample_rate_is_reported(tmp_path: Path) -> None:
+def test_other_sample_rate_is_resampled_and_noted(tmp_path: Path) -> None:
+    """8 kHz files with the mel recipe at 16 kHz (and 22.05 kHz): resampled, each counted in the report."""
     root = _cremad(tmp_path / "CREMA-D")
-    with pytest.raises(ValueError, match=r"(?s)no sample could be read.*sample rate: .* is 8000 Hz, expected 16000"):
-        convert(
-            tmp_path / "b", [(None, root / "test.csv")], audio=[("audio", root / "AudioWAV")],
-            frames=[("visual", root / "Image-01-FPS")], audio_options=AudioOptions(sample_rate=16000, n_mels=8),
+    for rate, frames in ((16000, 1 + 16000 // 256), (22050, 1 + 22050 // 256)):
+        report = convert(
+            tmp_path / f"b{rate}", [(None, root / "test.csv")], audio=[("audio", root / "AudioWAV")],
+            frames=[("visual", root / "Image-01-FPS")], audio_options=AudioOptions(sample_rate=rate, n_mels=8,
+                                                                                 seconds=1.0),
             frame_options={"visual": FrameOptions(1, (4, 4))}, progress=False,
         )
+        assert report.kept == 6 and report.modalities["audio"] == [1, 8, frames]
+        assert report.notes[f"audio: resampled 8000 -> {rate} Hz"] == 6
+        assert f"note: 6 x audio: resampled 8000 -> {rate} Hz" in report.summary()
 
 
 def test_help_and_argument_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -272,9 +277,22 @@ def test_manifest_formats(tmp_path: Path) -> None:
     (tmp_path / "b.txt").write_text("x1.mp4 Playing guitar\n# comment\nx2.wav B\n")
     rows = read_manifest(tmp_path / "b.txt", "mla")
     assert [(r.id, r.label) for r in rows] == [("x1", "Playing guitar"), ("x2", "B")]
-    (tmp_path / "c.txt").write_text("dir/x1.mp4,0,10,A\nx2 B\n")
+    (tmp_path / "c.txt").write_text("dir/x1.mp4,0,10,A\nx2.flv 1 10 B\n")
     rows = read_manifest(tmp_path / "c.txt", split="test")
     assert [(r.id, r.label, r.split) for r in rows] == [("dir/x1", "A", "test"), ("x2", "B", "test")]
+    # The old docs' own example: a class name with a space would lose its first word; lines whose
+    # numbers of fields differ are refused instead.
+    (tmp_path / "e.txt").write_text("train/-0Mje_000030.mp4 0 10 playing guitar\ntrain/-1ab_000010.mp4 0 10 singing\n")
+    with pytest.raises(ValueError, match=r"e.txt: lines have different numbers of fields \(5 at .*e.txt:1, 4 at "):
+        read_manifest(tmp_path / "e.txt")
+    (tmp_path / "f.txt").write_text("ANG,1001_DFA_ANG_XX\nNEU,1002_DFA_NEU_XX\n")  # OGM-GE KS/AVE: class first
+    assert [(r.id, r.label) for r in read_manifest(tmp_path / "f.txt", "class_first")] == [
+        ("1001_DFA_ANG_XX", "ANG"), ("1002_DFA_NEU_XX", "NEU")]
+    (tmp_path / "v.csv").write_text('---g-f_I2yQ,1,people marching,test\n-0a,30,"male speech, man speaking",train\n')
+    assert [(r.id, r.label, r.split) for r in read_manifest(tmp_path / "v.csv", "vggsound")] == [
+        ("---g-f_I2yQ_1", "people marching", "test"), ("-0a_30", "male speech, man speaking", "train")]
+    with pytest.raises(ValueError, match="carries the split of every row; give it without SPLIT="):
+        read_manifest(tmp_path / "v.csv", "vggsound", split="train")
     (tmp_path / "d.txt").write_text("x1 A\nlonely\n")
     with pytest.raises(ValueError, match=r"d.txt:2: expected the id first and the class last, got 'lonely'"):
         read_manifest(tmp_path / "d.txt")
