@@ -102,7 +102,7 @@ def joint_reference(ref: MultimodalModel, inputs, labels, idx: torch.Tensor, pre
     return F.cross_entropy(fused, labels[idx], reduction="sum") / B
 
 
-@pytest.mark.parametrize("counts", [[3, 13, 8], [16, 2, 5], [1, 1, 9]])
+@pytest.mark.parametrize("counts", [[3, 13, 8], [16, 2, 5], [1, 1, 9], [8, 2, 5]])  # the last: P = B
 def test_joint_loss_and_update_under_nonuniform_counts(counts: list[int]) -> None:
     inputs, labels = data()
     m = model()
