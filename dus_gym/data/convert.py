@@ -344,7 +344,25 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
 _KAISER_BEST = {"num_zeros": 50, "rolloff": 0.9173473712608761, "beta": 12.984585039593508}
 
 
-def resample(samples: np.ndarray, orig_rate: int, new_rate: int, chunk: int = 8192) -> np.ndarray:
+def _sinc_taps(frac: np.ndarray, scale: float, reach: int) -> np.ndarray:
+    """Weights ``(len(frac), 2 * reach + 1)`` of input samples ``n - reach .. n + reach`` for outputs at
+    ``n + frac``: ``s * h(s * |frac - d|)`` (:func:`resample`)."""
+    zeros, rolloff, beta = _KAISER_BEST["num_zeros"], _KAISER_BEST["rolloff"], _KAISER_BEST["beta"]
+    u = scale * np.abs(frac[:, None] - np.arange(-reach, reach + 1)[None, :])
+    taper = np.i0(beta * np.sqrt(np.clip(1.0 - (u / zeros) ** 2, 0.0, None))) / np.i0(beta)
+    return np.where(u < zeros, scale * rolloff * np.sinc(rolloff * u) * taper, 0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _polyphase_taps(orig_rate: int, new_rate: int) -> np.ndarray:
+    g = math.gcd(orig_rate, new_rate)
+    up = new_rate // g
+    scale = min(1.0, new_rate / orig_rate)
+    # Cached (lru_cache): callers must not modify the result in place.
+    return _sinc_taps(np.arange(up) / up, scale, math.ceil(_KAISER_BEST["num_zeros"] / scale) + 1)
+
+
+def resample(samples: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     """Band-limited resampling of a mono waveform, as ``librosa.load(path, sr=new_rate)``
     does with ``res_type="kaiser_best"`` (resampy's filter, librosa's default before 0.10).
 
@@ -353,7 +371,8 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int, chunk: int = 81
     ``s = min(1, new_rate / orig_rate)`` and ``h(u) = r sinc(r u) kaiser(u / Z)``
     for ``u < Z`` (``Z = 50`` zero crossings, roll-off ``r = 0.9173``, Kaiser
     beta 12.98). resampy reads ``h`` from a table interpolated linearly; here
-    it is evaluated exactly (the two differ by about 1e-9). The output has
+    it is evaluated exactly (the two differ by about 1e-9), once per phase
+    ``t - floor(t)`` (``new_rate / gcd`` phases). The output has
     ``floor(n * new / orig)`` computed samples and is zero-padded to
     ``ceil(n * new / orig)``, as librosa pads resampy's output.
     """
@@ -366,20 +385,23 @@ def resample(samples: np.ndarray, orig_rate: int, new_rate: int, chunk: int = 81
         return x.astype(np.float32)
     n_computed = int(len(x) * float(new_rate) / float(orig_rate))
     n_out = math.ceil(len(x) * new_rate / orig_rate)
+    g = math.gcd(orig_rate, new_rate)
+    up, down = new_rate // g, orig_rate // g
     scale = min(1.0, new_rate / orig_rate)
-    zeros, rolloff, beta = _KAISER_BEST["num_zeros"], _KAISER_BEST["rolloff"], _KAISER_BEST["beta"]
-    reach = math.ceil(zeros / scale) + 1
-    offsets = np.arange(-reach, reach + 1)
+    reach = math.ceil(_KAISER_BEST["num_zeros"] / scale) + 1
+    position = np.arange(n_computed, dtype=np.int64) * down
+    base, phase = position // up, position % up
+    padded = np.pad(x, (reach, reach + 1))
     y = np.zeros(n_out, dtype=np.float64)
-    step = orig_rate / new_rate
-    for start in range(0, n_computed, chunk):
-        t = np.arange(start, min(start + chunk, n_computed)) * step
-        k = np.floor(t).astype(np.int64)[:, None] + offsets[None, :]
-        u = scale * np.abs(t[:, None] - k)
-        inside = (u < zeros) & (k >= 0) & (k < len(x))
-        taper = np.i0(beta * np.sqrt(np.clip(1.0 - (u / zeros) ** 2, 0.0, None))) / np.i0(beta)
-        weight = np.where(inside, scale * rolloff * np.sinc(rolloff * u) * taper, 0.0)
-        y[start : start + len(t)] = (weight * x[np.clip(k, 0, len(x) - 1)]).sum(axis=1)
+    if up <= 4096:
+        taps = _polyphase_taps(orig_rate, new_rate)
+        for i in range(2 * reach + 1):  # input sample base + i - reach, for every output at once
+            y[:n_computed] += taps[phase, i] * padded[base + i]
+    else:  # rates without a small common period: each output's weights
+        for start in range(0, n_computed, 4096):
+            sl = slice(start, min(start + 4096, n_computed))
+            w = _sinc_taps(phase[sl] / up, scale, reach)
+            y[sl] = (w * padded[base[sl, None] + np.arange(2 * reach + 1)[None, :]]).sum(axis=1)
     return y.astype(np.float32)
 
 
@@ -646,7 +668,7 @@ class AudioOptions:
     n_mels: int | None = None
     """mel and kaldi_fbank: mel bands (default 128)"""
     length: int | None = None
-    """time frames kept: kaldi_fbank (default 1024, zero-padded) and arrays (None: as they are)"""
+    """time frames kept: kaldi_fbank from .wav (None: 1024, zero-padded or cut) and arrays (None: as they are)"""
     time_axis: int = -1
     """arrays: which axis of a 2-D spectrogram is time (-1: the last, ``(F, T)``; 0: ``(T, F)``)"""
     layout: str = "image"
@@ -663,7 +685,7 @@ class AudioOptions:
         defaults: dict[str, dict[str, Any]] = {
             "mel": {"sample_rate": 16000, "seconds": 3.0, "n_fft": 512, "hop_length": 256, "n_mels": 128},
             "ogm_ge": {"sample_rate": 22050, "seconds": 3.0, "n_fft": 512, "hop_length": 353},
-            "kaldi_fbank": {"n_mels": 128, "length": 1024},
+            "kaldi_fbank": {"n_mels": 128},
         }
         if self.recipe not in defaults:
             raise ValueError(f"unknown audio recipe {self.recipe!r}; valid: {list(AUDIO_RECIPES)}")
@@ -838,13 +860,14 @@ def _wav_features(path: Path, opt: AudioOptions, notes: Counter[str], mod: str) 
         if opt.sample_rate is not None and rate != opt.sample_rate:
             x, rate = resample(x, rate, opt.sample_rate), opt.sample_rate
             notes[f"{mod}: resampled"] += 1
-        assert opt.n_mels is not None and opt.length is not None
+        assert opt.n_mels is not None
+        frames = opt.length or 1024  # MLA's and OGM-GE's scripts: target_length = 1024
         fbank = kaldi_fbank(x, rate, opt.n_mels)
         if len(fbank) == 0:
             raise ValueError(f"shape: {path} is shorter than one 25 ms frame")
-        if len(fbank) != opt.length:
-            notes[f"{mod}: {'zero-padded' if len(fbank) < opt.length else 'cropped'} to {opt.length} frames"] += 1
-            fbank = _fit_length(fbank, opt.length, axis=0, mode="zero")
+        if len(fbank) != frames:
+            notes[f"{mod}: {'zero-padded' if len(fbank) < frames else 'cropped'} to {frames} frames"] += 1
+            fbank = _fit_length(fbank, frames, axis=0, mode="zero")
         if opt.norm is not None:
             fbank = (fbank - opt.norm[0]) / opt.norm[1]
         return fbank.T
@@ -1196,7 +1219,9 @@ def convert(
                 carved = stratified_split(labels[train], (1 - val_fraction, val_fraction, 0.0), rng)
                 split_codes[train[carved.val.numpy()]] = 1
             report.split_sizes = {s: int(np.sum(split_codes == i)) for s, i in SPLITS.items()}
-            empty = [s for s, size in report.split_sizes.items() if size == 0]
+            # A split whose rows were all skipped first: it says more than a split nobody listed.
+            empty = sorted((s for s, size in report.split_sizes.items() if size == 0),
+                           key=lambda s: report.rows_per_split.get(s, 0) == 0)
             if empty:
                 s = empty[0]
                 read = report.rows_per_split.get(s, 0)
