@@ -1,12 +1,19 @@
-"""Time one DUS episode on a generated CNN-encoder bundle, per device.
+"""Time one DUS episode on a CNN-encoder bundle, per device.
 
-The check of issue 5: N samples of 1 x 128 x 128 spectrograms and
-3 x 112 x 112 frames (generated, class signal in both), saved as a folder
-bundle, loaded memory-mapped, one episode of the env with the DUS heuristic.
-Prints one JSON line per device and data placement with the wall time of
-the episode (reset included) and of its steps.
+By default on a generated bundle: N samples of 1 x 128 x 128 spectrograms
+and 3 x 112 x 112 frames (class signal in both), saved as a folder bundle,
+loaded memory-mapped; or on a bundle of yours (``--bundle cremad_ogm``, as
+``python -m dus_gym.data.convert`` writes it, docs/bundles.md). One episode
+of the env with the DUS heuristic. Prints one JSON line per device and data
+placement with the wall time of the episode (reset included) and of its
+steps; a CUDA device without CUDA is reported as skipped.
 
     python scripts/time_bundle_episode.py --devices cuda cpu --n 2000 --n-steps 3
+    python scripts/time_bundle_episode.py --devices cuda --bundle cremad_ogm --encoder resnet18
+
+Without a GPU, tiny settings finish in about 10 s on 2 CPU cores:
+
+    python scripts/time_bundle_episode.py --devices cpu --n 64 --n-steps 2 --iterations-per-step 2 --base-batch 8
 """
 
 from __future__ import annotations
@@ -79,9 +86,17 @@ def main() -> None:
     p.add_argument("--base-batch", type=int, default=64)
     p.add_argument("--encoder", default="cnn", help="cnn or resnet18")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bundle", type=Path, default=None,
+                   help="time this bundle (a folder or .npz) instead of a generated one; --n is then its size")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = make_bundle(Path(tmp) / "timing_bundle", args.n, args.seed)
+        if args.bundle is not None:
+            from dus_gym.data import load_bundle
+
+            bundle = args.bundle.resolve()
+            args.n = len(load_bundle(bundle))
+        else:
+            bundle = make_bundle(Path(tmp) / "timing_bundle", args.n, args.seed)
         for device in args.devices:
             if device.startswith("cuda") and not torch.cuda.is_available():
                 print(json.dumps({"device": device, "skipped": "CUDA is not available"}))

@@ -1196,7 +1196,7 @@ def convert(
         report.kept = len(kept_rows)
         report.notes = dict(notes)
         report.modalities = {m: list(b.shape[1:]) for m, b in buffers.items()}
-        fitted = [k for k in notes if "tiled" in k or "zero-padded" in k]
+        fitted = [k for k in notes if ": arrays " in k and ("tiled" in k or "zero-padded" in k)]
         if fitted:
             report.warnings.append(
                 "; ".join(f"{notes[k]} of {report.kept} samples' {k}" for k in fitted)
