@@ -125,9 +125,10 @@ def _cremad_ids(classes: tuple[str, ...] = CREMAD[:3]) -> list[tuple[str, str, i
 # -- OGM-GE ----------------------------------------------------------------------
 
 
-def _ogm_ge_cremad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """OGM-GE's CREMA-D: data/CREMAD/{train,test}.csv ('id,class', byte-order mark, CRLF, in the OGM-GE
-    repository), AudioWAV/ID.wav, Image-01-FPS/ID/00000.jpg...; the ogm_ge recipe; the first frame."""
+def _tree_cremad(tmp_path: Path) -> tuple[Path, Path, list[tuple[str, str, int, str, str]]]:
+    """CREMA-D as OGM-GE prepares it (and BalanceBenchmark reads it): OGM-GE_CVPR2022/data/CREMAD/
+    {train,test}.csv ('id,class', CRLF; a byte-order mark too, as other exports have), CREMA-D/AudioWAV/ID.wav,
+    CREMA-D/Image-01-FPS/ID/00000.jpg, 00030.jpg, ... (video_preprocessing.py)."""
     repo, data = tmp_path / "OGM-GE_CVPR2022" / "data" / "CREMAD", tmp_path / "CREMA-D"
     clips = _cremad_ids()
     for sid, _, d, speaker, _ in clips:
@@ -136,6 +137,12 @@ def _ogm_ge_cremad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
         _frames(data / "Image-01-FPS" / sid, OGM_FRAMES, d)
     for split in ("train", "test"):
         _csv(repo / f"{split}.csv", [f"{sid},{c}" for sid, c, *_, s in clips if s == split], bom=True, crlf=True)
+    return repo, data, clips
+
+
+def _ogm_ge_cremad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """OGM-GE's CREMA-D: the ogm_ge recipe; the first frame."""
+    repo, data, clips = _tree_cremad(tmp_path)
     out = tmp_path / "cremad_ogm"
     err = _run([
         str(out), "--layout", "ogm_ge_cremad",
@@ -226,25 +233,41 @@ def test_ogm_ge_ave_keeps_the_last_row_of_a_repeated_id(tmp_path: Path, capsys: 
     assert "which is kept (--duplicates last)" in report["skipped"][0]["reason"]
 
 
-def _ogm_ge_vggsound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
-    """OGM-GE's VGGSound: one vggsound.csv ('ytid,start,class,split'), per-split roots of .wav files and of
-    frame folders named 'ytid_start.mp4'; the ogm_ge recipe at 16 kHz, 5 s, n_fft 256, hop 128; the first
-    three frames; a clip of three frames or fewer is dropped, as the loader drops it."""
-    root = tmp_path / "VGGsound"
-    classes = ["people marching", "male speech, man speaking", "dog barking"]
+VGG_CLASSES = ["people marching", "male speech, man speaking", "dog barking"]
+
+
+def _tree_vggsound(tmp_path: Path, codebase: str = "ogm_ge") -> Path:
+    """vggsound.csv ('ytid,start,class,split', a class with a comma quoted) and per-split roots. OGM-GE:
+    VGGsound/{split}-audios/{split}-set/ID.wav (mp4_to_wav.py) and VGGsound/{split}-videos/{split}-set-img/
+    Image-01-FPS/ID.mp4/ (video_preprocessing.py); BalanceBenchmark: vgg/audio_{split}/ID.npy (F x T) and
+    vgg/video_{split}/ID/. Clip -v02Xq_2 has three frames: both loaders drop it."""
     rows = []
     for s, speaker in enumerate(SPEAKERS):
         split = "test" if speaker == "nicolas" else "train"
-        for d, c in enumerate(classes):
+        for d, c in enumerate(VGG_CLASSES):
             ytid, start = f"-v{s}{d}Xq", 10 * s + d
+            sid = f"{ytid}_{start}"
             rows.append(f'{ytid},{start},"{c}",{split}')
-            audio = root / f"{split}-audios" / f"{split}-set"
-            audio.mkdir(parents=True, exist_ok=True)
-            shutil.copy(_wav(d, speaker), audio / f"{ytid}_{start}.wav")
-            n = 3 if (s, d) == (0, 2) else 5
-            _frames(root / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS" / f"{ytid}_{start}.mp4",
-                    [*OGM_FRAMES, "00120.jpg"] if n == 5 else OGM_FRAMES[:3], d)
-    csv_path = _csv(tmp_path / "OGM-GE_CVPR2022" / "data" / "VGGSound" / "vggsound.csv", rows)
+            names = [*OGM_FRAMES, "00120.jpg"] if (s, d) != (0, 2) else OGM_FRAMES[:3]
+            if codebase == "ogm_ge":
+                audio = tmp_path / "VGGsound" / f"{split}-audios" / f"{split}-set"
+                audio.mkdir(parents=True, exist_ok=True)
+                shutil.copy(_wav(d, speaker), audio / f"{sid}.wav")
+                _frames(tmp_path / "VGGsound" / f"{split}-videos" / f"{split}-set-img" / "Image-01-FPS" / f"{sid}.mp4",
+                        names, d)
+            else:
+                (tmp_path / "vgg" / f"audio_{split}").mkdir(parents=True, exist_ok=True)
+                np.save(tmp_path / "vgg" / f"audio_{split}" / f"{sid}.npy", _fbank(d, speaker, 24).T)
+                _frames(tmp_path / "vgg" / f"video_{split}" / sid, names, d)
+    return _csv(tmp_path / "vggsound.csv", rows)
+
+
+def _ogm_ge_vggsound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """OGM-GE's VGGSound: the ogm_ge recipe at 16 kHz, 5 s, n_fft 256, hop 128; the first three frames; a
+    clip of three frames or fewer is dropped, as the loader drops it."""
+    csv_path = _tree_vggsound(tmp_path)
+    root = tmp_path / "VGGsound"
+    classes = VGG_CLASSES
     out = tmp_path / "vgg_ogm"
     err = _run([
         str(out), "--layout", "ogm_ge_vggsound", "--manifest", str(csv_path),
@@ -289,7 +312,8 @@ def _mla_tree(tmp_path: Path, dataset: str) -> tuple[Path, Path, list[tuple[str,
     repository; DATA/audio/{train,test}/ID.wav (gen_cre_txt.py copies them there) and {train,test}_fbank/ID.npy
     (extract_fbank.py: the Kaldi filterbank, 1024 x 128, time first; cut to 64 x 128 here, so that the
     episode's CNN stays fast); DATA/visual/{train,test}_imgs/Image-01-FPS/ID/00000.jpg..."""
-    repo, data = tmp_path / "MLA" / "data", tmp_path / dataset
+    repo = tmp_path / "MLA" / "data"
+    data = tmp_path / ("CREMA-D" if dataset == "CREMA-D" else "k400/kinsound")
     names = {"Neutral": 0, "Happy": 1, "Sad": 2} if dataset == "CREMA-D" else {"playing guitar": 0, "rain": 1,
                                                                                  "tap dancing": 2}
     ext = ".flv" if dataset == "CREMA-D" else ".mp4"
@@ -403,18 +427,7 @@ def test_bb_ks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """BalanceBenchmark's KS: per-split lists of 'name ... label' (the label a number, the last field),
     audio_path_{train,test}/name.npy (process_audio.py's normalised filterbank), visual_path_{train,test}/name/
     frame_0000{t}.jpg; more than three frames; t = i * seg + max(seg // 2, 1) for more than six frames, else 1."""
-    root = tmp_path / "ks"
-    lines: dict[str, list[str]] = {"train": [], "test": []}
-    for s, speaker in enumerate(SPEAKERS):
-        split = "test" if speaker == "nicolas" else "train"
-        for d in range(3):
-            name = f"yt{s}{d}_000030_000040"
-            lines[split].append(f"{name} 10 {d}")
-            (root / f"{split}_fbank").mkdir(parents=True, exist_ok=True)
-            np.save(root / f"{split}_fbank" / f"{name}.npy", _fbank(d, speaker, 40, norm=True))
-            _frames(root / f"{split}_frames" / name, KS_FRAMES if (s, d) != (1, 1) else KS_FRAMES[:5], d)
-    for split, ls in lines.items():
-        _csv(root / f"ks_{split}.txt", ls)
+    root = _tree_bb_ks(tmp_path)
     out = tmp_path / "ks_bb"
     _run([
         str(out), "--layout", "bb_ks",
@@ -432,9 +445,41 @@ def test_bb_ks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _episode(out)
 
 
+def _tree_bb_ks(tmp_path: Path) -> Path:
+    """ks/ks_{train,test}.txt ('name 10 label'), ks/{train,test}_fbank/name.npy, ks/{train,test}_frames/name/."""
+    root = tmp_path / "ks"
+    lines: dict[str, list[str]] = {"train": [], "test": []}
+    for s, speaker in enumerate(SPEAKERS):
+        split = "test" if speaker == "nicolas" else "train"
+        for d in range(3):
+            name = f"yt{s}{d}_000030_000040"
+            lines[split].append(f"{name} 10 {d}")
+            (root / f"{split}_fbank").mkdir(parents=True, exist_ok=True)
+            np.save(root / f"{split}_fbank" / f"{name}.npy", _fbank(d, speaker, 40, norm=True))
+            _frames(root / f"{split}_frames" / name, KS_FRAMES if (s, d) != (1, 1) else KS_FRAMES[:5], d)
+    for split, ls in lines.items():
+        _csv(root / f"ks_{split}.txt", ls)
+    return root
+
+
 def test_bb_balancedav_json_and_hdf5(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """BalanceBenchmark's BalancedAV: one JSON ({'database': {id: {'subset', 'label'}}, 'labels'}), frames
     as encoded JPEGs in visual_path/ID.hdf5 ('video'), audio_path/ID.pkl."""
+    pytest.importorskip("h5py")
+    root = _tree_balancedav(tmp_path)
+    out = tmp_path / "balanced_bb"
+    _run([
+        str(out), "--layout", "bb_balancedav", "--manifest", str(root / "annotation.json"),
+        "--audio", f"audio={root / 'audio'}", "--frames", f"visual={root / 'visual'}", "--val-fraction", "0.34",
+    ], capsys)
+    bundle = load_bundle(out)
+    assert bundle.class_names == ["violin", "piano", "drum"]
+    assert bundle.shapes() == {"audio": (1, 128, 32), "visual": (9, 8, 8)}
+    assert all(_chosen(v) == [1, 3, 5] for v in bundle.modalities["visual"].numpy())  # video_data[t], t = 1, 3, 5
+
+
+def _tree_balancedav(tmp_path: Path) -> Path:
+    """balanced/annotation.json, balanced/audio/ID.pkl (F x T), balanced/visual/ID.hdf5 (8 JPEG frames)."""
     h5py = pytest.importorskip("h5py")
     root = tmp_path / "balanced"
     (root / "visual").mkdir(parents=True)
@@ -453,15 +498,73 @@ def test_bb_balancedav_json_and_hdf5(tmp_path: Path, capsys: pytest.CaptureFixtu
                     buf = io.BytesIO()
                     Image.new("RGB", (10, 8), (25 * (i + 1), 40 * d, 100)).save(buf, format="JPEG")
                     video[i] = np.frombuffer(buf.getvalue(), dtype=np.uint8)
-    (root / "balanced.json").write_text(json.dumps({"database": database, "labels": labels}))
-    out = tmp_path / "balanced_bb"
-    _run([
-        str(out), "--layout", "bb_balancedav", "--manifest", str(root / "balanced.json"),
-        "--audio", f"audio={root / 'audio'}", "--frames", f"visual={root / 'visual'}", "--val-fraction", "0.34",
+    (root / "annotation.json").write_text(json.dumps({"database": database, "labels": labels}))
+    return root
+
+
+def test_bb_vggsound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """BalanceBenchmark's VGGSound: OGM-GE's CSV, per-split .npy spectrograms stored as they are, frame
+    folders named by id; sorted frames, t - 1 with t = 1 for six frames or fewer."""
+    csv_path = _tree_vggsound(tmp_path, "bb")
+    out = tmp_path / "vgg_bb"
+    err = _run([
+        str(out), "--layout", "bb_vggsound", "--manifest", str(csv_path),
+        "--audio", f"audio@train={tmp_path / 'vgg' / 'audio_train'}",
+        "--audio", f"audio@test={tmp_path / 'vgg' / 'audio_test'}",
+        "--frames", f"visual@train={tmp_path / 'vgg' / 'video_train'}",
+        "--frames", f"visual@test={tmp_path / 'vgg' / 'video_test'}", "--val-fraction", "0.34",
     ], capsys)
+    assert "kept 11 of 12 samples" in err
     bundle = load_bundle(out)
-    assert bundle.class_names == labels and bundle.shapes() == {"audio": (1, 128, 32), "visual": (9, 8, 8)}
-    assert all(_chosen(v) == [1, 3, 5] for v in bundle.modalities["visual"].numpy())  # video_data[t], t = 1, 3, 5
+    assert bundle.class_names == VGG_CLASSES and bundle.shapes() == {"audio": (1, 128, 24), "visual": (9, 8, 8)}
+    assert all(_chosen(v) == [0, 0, 0] for v in bundle.modalities["visual"].numpy())  # 5 frames: t = 1
+    _episode(out)
+
+
+DOCS = Path(__file__).parents[1] / "docs" / "bundles.md"
+
+
+def _documented_commands() -> dict[str, list[str]]:
+    """Every `python -m dus_gym.data.convert OUT --layout NAME ...` of docs/bundles.md, by layout."""
+    import shlex
+
+    text = DOCS.read_text(encoding="utf-8")
+    commands: dict[str, list[str]] = {}
+    for block in text.split("```bash")[1:]:
+        for command in block.split("```")[0].replace("\\\n", " ").splitlines():
+            if not command.startswith("python -m dus_gym.data.convert ") or "--layout" not in command:
+                continue
+            words = shlex.split(command)
+            commands.setdefault(words[words.index("--layout") + 1], words[3:])
+    return commands
+
+
+def test_documented_commands_convert_their_layouts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each layout's command in docs/bundles.md, run as written (paths relative to a folder holding the
+    miniature trees the other tests build, at the documented paths), writes a bundle."""
+    commands = _documented_commands()
+    documented = {"ogm_ge_cremad", "ogm_ge_ks", "ogm_ge_ave", "ogm_ge_vggsound", "mla_cremad", "mla_ks",
+                  "bb_cremad", "bb_ks", "bb_vggsound", "bb_balancedav"}
+    assert set(commands) == documented
+    _tree_cremad(tmp_path)
+    _ogm_ge_av(tmp_path, "KineticSound")
+    _ogm_ge_av(tmp_path, "AVE")
+    _tree_vggsound(tmp_path, "ogm_ge")
+    _tree_vggsound(tmp_path, "bb")
+    _mla_tree(tmp_path, "CREMA-D")
+    _mla_tree(tmp_path, "Kinetics-Sounds")
+    _tree_bb_ks(tmp_path)
+    try:
+        _tree_balancedav(tmp_path)
+    except pytest.skip.Exception:
+        commands.pop("bb_balancedav")  # needs h5py (the convert extra)
+    monkeypatch.chdir(tmp_path)
+    for layout, argv in commands.items():
+        err = _run([*argv, "--val-fraction", "0.34"], capsys)
+        assert "kept " in err, (layout, err)
+        assert len(load_bundle(tmp_path / argv[0])) >= 11, layout
 
 
 # -- failure modes and frame rules -------------------------------------------------
