@@ -37,9 +37,9 @@ GPU when there is one (``--device auto``). The default run takes about two
 minutes on 2 CPU cores; ``--repeats``, ``--n-steps``, ``--threads-repeats``
 and ``--threads-cnn-steps`` lengthen it.
 
-    python benchmarks/throughput.py
-    python benchmarks/throughput.py --skip threads scaling episodes --repeats 20
-    python benchmarks/throughput.py --threads --threads-repeats 5 --threads-cnn-steps 10
+    python -m benchmarks.throughput
+    python -m benchmarks.throughput --skip threads scaling episodes --repeats 30
+    python -m benchmarks.throughput --threads --threads-steps 30 --threads-cnn-steps 5 --threads-repeats 3
 """
 
 from __future__ import annotations
@@ -65,14 +65,16 @@ from torch import nn
 from torch.nn import functional as F
 
 import dus_gym  # noqa: F401  (registers DUS-v0)
-from dus_gym.cli import parse_args
+from dus_gym.cli import parse_args, run, setting_up
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
 from dus_gym.run import RunConfig, TrainingRun, resolve_device
 
 __all__ = [
-    "Args", "PlainLoop", "VARIANTS", "episode", "episode_times", "main", "overhead", "scaling", "threads",
+    "Args", "PROG", "PlainLoop", "VARIANTS", "episode", "episode_times", "main", "overhead", "scaling", "threads",
 ]
+
+PROG = "python -m benchmarks.throughput"
 
 TORCH_DEFAULT_THREADS = torch.get_num_threads()
 """torch's own intra-op thread count in this process, read before the benchmark sets any."""
@@ -108,9 +110,9 @@ class Args:
     """run only the thread-count comparison (t)"""
     thread_settings: list[str] = field(default_factory=lambda: list(THREAD_SETTINGS))
     """run_config threads values compared in (t): auto (the env default), an integer, none (torch's own setting)"""
-    threads_steps: int = 30
-    """steps of the DUS-v0 episode timed per thread setting in (t) (30: a default episode); 0 skips it"""
-    threads_cnn_steps: int = 3
+    threads_steps: int = 10
+    """steps of the DUS-v0 episode timed per thread setting in (t) (30: a whole default episode); 0 skips it"""
+    threads_cnn_steps: int = 2
     """steps of the small-CNN episode (views pix_image zer) timed per thread setting in (t); 0 skips it"""
     threads_iterations: int | None = None
     """training iterations per step in (t); none: one epoch, as the default env"""
@@ -122,7 +124,7 @@ class Args:
     """busy processes (one Python loop each) kept running during (t), to measure under other work"""
     num_envs: list[int] = field(default_factory=lambda: [1, 2, 4])
     """numbers of parallel envs in (b)"""
-    scaling_steps: int = 30
+    scaling_steps: int = 20
     """steps per env timed in (b), after one warm-up step"""
     device: str = "auto"
     """torch device: auto (CUDA when available), cpu, cuda"""
@@ -645,9 +647,16 @@ def to_markdown(result: dict[str, Any]) -> str:
             for measure, word in (("cpu_s", "CPU"), ("wall_s", "wall")):
                 v = row.get(f"auto_vs_best_{measure}")
                 if v:
+                    same = row["settings"]["auto"]["threads_used"] == row["settings"][v["best"]]["threads_used"]
                     lines.append(
                         f"- {row['model']}, {word} time: the default 'auto' is x{v['factor']:.2f} of the best "
-                        f"({v['best']}): {'within' if v['within_1.2x'] else 'NOT within'} 1.2x."
+                        f"({v['best']}): {'within' if v['within_1.2x'] else 'NOT within'} 1.2x"
+                        + (
+                            f" (auto runs {row['settings']['auto']['threads_used']} thread(s), as the best does: "
+                            "the difference is noise)."
+                            if same
+                            else "."
+                        )
                     )
         lines.append("")
     if result.get("scaling"):
@@ -679,13 +688,25 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = parse_args(Args, argv, description=__doc__)
-    unknown = set(args.skip) - set(PARTS)
-    if unknown:
-        raise ValueError(f"--skip {sorted(unknown)}: expected any of {', '.join(PARTS)}")
-    for s in args.thread_settings:
-        _thread_setting(s)
+    """Run the parts asked for, write ``throughput.json`` and ``throughput.md`` to ``--output``, print the tables.
+
+    Bad flags (an unknown part, thread setting or data set, a data set
+    with non-vector modalities for (a)) raise :class:`dus_gym.cli.UsageError`
+    before anything is measured.
+    """
+    args = parse_args(Args, argv, description=__doc__, prog=PROG)
     parts = ["threads"] if args.threads else [p for p in PARTS if p not in args.skip]
+    with setting_up():
+        unknown = set(args.skip) - set(PARTS)
+        if unknown:
+            raise ValueError(f"--skip {sorted(unknown)}: expected any of {', '.join(PARTS)}")
+        for s in args.thread_settings:
+            _thread_setting(s)
+        if "overhead" in parts:
+            for d in args.datasets:
+                shapes = {k: tuple(x.shape[1:]) for k, x in load_dataset(d).modalities.items()}
+                if any(len(shape) != 1 for shape in shapes.values()):
+                    raise ValueError(f"--datasets {d}: modalities of shapes {shapes}; (a)'s plain loop takes vectors")
     # Seeding: every run takes its split, initialisation and batch-order seeds from --seed.
     device = resolve_device(args.device)
     result: dict[str, Any] = {
@@ -717,4 +738,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, PROG)
