@@ -38,7 +38,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,14 @@ import numpy as np
 
 from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, agent_folder, read_run_config
 from dus_gym.cli import json_object, parse_args, run, setting_up
-from dus_gym.instances import SET_SIZES, check_disjoint, instance_set, resolve_instances
+from dus_gym.instances import (
+    GENERAL_FAMILIES,
+    SET_SIZES,
+    check_disjoint,
+    family_env_kwargs,
+    instance_set,
+    resolve_instances,
+)
 
 PROG = "agents/train.py"
 
@@ -88,6 +95,9 @@ class Args:
     batched: int = 0
     """train on this many sub-envs whose training runs are one batched computation in this process
     (dus_gym's vector env, docs/batched.md) instead of --num-envs processes; 0: off"""
+    families: list[str] = field(default_factory=list)
+    """train on several instance families at once (dus_gym.instances; 'general' = all of GENERAL_FAMILIES),
+    --batched sub-envs per family; each family's train set, EvalCallback on the last instances of its eval set"""
     start_method: str = "forkserver"
     """multiprocessing start method of SubprocVecEnv (forkserver and spawn are safe with CUDA)"""
     total_timesteps: int = 6000
@@ -161,6 +171,24 @@ def make_vec_env(
     vec = DummyVecEnv(fns) if num_envs == 1 else SubprocVecEnv(fns, start_method=start_method)
     vec.seed(seed)
     return vec
+
+
+def make_family_envs(
+    env_id: str, env_kwargs: dict[str, Any], families: Sequence[str], per_family: int, n_eval: int
+) -> tuple[Any, Any]:
+    """Training and monitoring envs over several families (``--families``): ``per_family`` batched
+    sub-envs drawing each family's train set, and one sub-env per family cycling through the last
+    ``n_eval`` instances of its eval set (the first ones stay for held-out evaluation)."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    from dus_gym.envs.sb3 import ConcatVecEnv, make_family_vec_env, make_sb3_vec_env
+
+    train = VecMonitor(make_family_vec_env(env_id, families, per_family, "train", **env_kwargs))
+    monitors = []
+    for family in families:
+        kwargs = {**family_env_kwargs(family, "eval"), "instances": instance_set(f"{family}:eval")[-n_eval:]}
+        monitors.append(make_sb3_vec_env(env_id, 1, **kwargs, **env_kwargs))
+    return train, VecMonitor(ConcatVecEnv(monitors))
 
 
 def _info_callback_class() -> type:
@@ -313,6 +341,15 @@ def main(args: Args) -> Path:
             raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
         hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
 
+        families = list(GENERAL_FAMILIES) if args.families == ["general"] else list(args.families)
+        if families:
+            for family in families:
+                family_env_kwargs(family)  # an unknown family fails here
+            if args.batched < 1:
+                raise ValueError("--families: give --batched N (N sub-envs per family)")
+            clash = sorted({"dataset", "views", "dataset_kwargs"} & set(env_kwargs))
+            if clash:
+                raise ValueError(f"--env-kwargs: {clash} come from each family with --families; leave them out")
         train_set = resolve_instances(args.instances)
         eval_spec = args.eval_instances
         n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
@@ -333,7 +370,10 @@ def main(args: Args) -> Path:
                 )
         # The envs are built in worker processes, where a bad env id or argument is a dead worker, not a
         # message: build one here first (cheap: the data and the model come at its first reset).
-        gym.make(args.env_id, **env_kwargs, instances=args.instances).close()
+        for family in families:
+            gym.make(args.env_id, **env_kwargs, **family_env_kwargs(family)).close()
+        if not families:
+            gym.make(args.env_id, **env_kwargs, instances=args.instances).close()
 
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.run_dir) if args.run_dir else Path(args.output_dir) / run_name
@@ -346,11 +386,16 @@ def main(args: Args) -> Path:
     if not args.batched:
         torch.set_num_threads(1)
 
-    train_env = make_vec_env(
-        args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method,
-        args.batched,
-    )
-    eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
+    if families:
+        train_env, eval_env = make_family_envs(args.env_id, env_kwargs, families, args.batched, args.n_eval_instances)
+        train_env.seed(args.seed)
+        eval_env.seed(args.seed + 10_000)
+    else:
+        train_env = make_vec_env(
+            args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method,
+            args.batched,
+        )
+        eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
     if args.normalize:
         if init_from and (init_from / VECNORMALIZE_FILE).is_file():
             train_env = VecNormalize.load(str(init_from / VECNORMALIZE_FILE), train_env)
@@ -364,8 +409,11 @@ def main(args: Args) -> Path:
         **asdict(args),
         "run_name": run_name,
         "env_kwargs": env_kwargs,
-        "train_instances": args.instances,
-        "eval_monitor_instances": monitor_set,
+        "train_instances": [f"{f}:train" for f in families] if families else args.instances,
+        "eval_monitor_instances": monitor_set if not families else {
+            f: instance_set(f"{f}:eval")[-args.n_eval_instances :] for f in families
+        },
+        "families": families,
         "modalities": modalities,
         "hyperparameters": hyperparams,
         "init_from": args.init_from,  # when set, the model keeps that run's hyperparameters

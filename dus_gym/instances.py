@@ -41,6 +41,9 @@ __all__ = [
     "draw_instance",
     "EVAL_SEED_RANGE",
     "FAMILIES",
+    "FAMILY_ENVS",
+    "GENERAL_FAMILIES",
+    "family_env_kwargs",
     "INSTANCE_KEYS",
     "SET_SIZES",
     "SHORTCUT_EVAL_GRID",
@@ -74,11 +77,69 @@ SHORTCUT_EVAL_GRID: dict[str, tuple[Any, ...]] = {
     "signal": ((2.0, 2.5), (1.75, 2.75), (3.0, 2.5), (2.0, 1.5)),
 }
 """Held-out strengths: 0.9 and (2.0, 2.5) were seen in training, the others never."""
+# The families of the general sampler (docs/agents.md): every held-out value of a
+# varied knob lies outside the training grid, so no eval instance repeats a training
+# configuration.
+_SHORTCUT_GENERAL = (
+    {"shortcut_rho": (0.85, 0.9, 0.95), "signal": ((1.5, 2.5), (2.0, 2.5), (2.5, 2.5), (2.0, 2.0), (2.5, 2.0))},
+    {"shortcut_rho": (0.8, 0.875, 0.975), "signal": ((1.75, 2.75), (3.0, 2.5), (2.25, 1.75))},
+)
 FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]] | None] = {
     "seeds": None,
     "shortcut": (SHORTCUT_TRAIN_GRID, SHORTCUT_EVAL_GRID),
+    "shortcut_a": _SHORTCUT_GENERAL,
+    "shortcut_b": _SHORTCUT_GENERAL,
+    "memorization": (
+        {"signal": ((3.0, 2.0), (2.5, 2.0), (3.5, 1.5), (3.0, 1.5))},
+        {"signal": ((2.75, 1.75), (3.25, 2.25))},
+    ),
+    "complementary": (
+        {"complementary": (2, 3, 4), "signal": ((3.0, 1.5), (2.5, 1.5), (3.0, 2.0))},
+        {"complementary": (2, 3, 4), "signal": ((2.75, 1.75), (3.25, 1.25))},
+    ),
+    "redundant": (
+        {"signal": ((4.0, 4.0), (3.5, 4.0), (4.0, 3.5))},
+        {"signal": ((3.75, 3.75), (4.25, 4.25))},
+    ),
+    "digits_pix_zer": None,
+    "digits_fou_kar": None,
 }
 """Instance families: ``None`` (seeds only) or the (train, eval) grids of config overrides."""
+
+FAMILY_ENVS: dict[str, dict[str, Any]] = {
+    "seeds": {},
+    "shortcut": {"dataset": "synthetic:shortcut"},
+    "shortcut_a": {"dataset": "synthetic:shortcut"},
+    "shortcut_b": {"dataset": "synthetic:shortcut", "dataset_kwargs": {"shortcut_modality": 1}},
+    "memorization": {"dataset": "synthetic:memorization"},
+    "complementary": {"dataset": "synthetic:complementary"},
+    "redundant": {"dataset": "synthetic:redundant"},
+    "digits_pix_zer": {"dataset": "digits", "views": ["pix", "zer"]},
+    "digits_fou_kar": {"dataset": "digits", "views": ["fou", "kar"]},
+}
+"""The env arguments (data set, views, fixed configuration) of each family's instances."""
+
+GENERAL_FAMILIES = (
+    "shortcut_a", "shortcut_b", "memorization", "complementary", "redundant", "digits_pix_zer", "digits_fou_kar",
+)
+"""The training distribution of the general sampler: where sampling matters a lot (shortcut on either
+modality, memorization), where rebalancing hurts (complementary), where nothing matters (redundant),
+and real data with two view pairs."""
+
+
+def family_env_kwargs(family: str, split: str = "train") -> dict[str, Any]:
+    """``gym.make`` arguments for one family's instances of ``split`` (``"train"`` or ``"eval"``).
+
+    >>> family_env_kwargs("shortcut_b", "eval")["instances"]
+    'shortcut_b:eval'
+    """
+    if family not in FAMILY_ENVS or family == "seeds":
+        raise ValueError(f"unknown family {family!r}; valid: {[f for f in FAMILY_ENVS if f != 'seeds']}")
+    if split not in SPLITS:
+        raise ValueError(f"family {family!r}: split {split!r}; expected one of {list(SPLITS)}")
+    kwargs = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+              for k, v in FAMILY_ENVS[family].items()}
+    return {**kwargs, "instances": f"{family}:{split}"}
 
 # Fixed entropy of the set generator: a set depends only on its spec and size.
 _SET_ENTROPY = 20260
@@ -86,7 +147,11 @@ _FAMILY_IDS = {name: k for k, name in enumerate(FAMILIES)}
 
 
 def _json_value(v: Any) -> Any:
-    return [float(x) for x in v] if isinstance(v, (tuple, list)) else float(v)
+    """A grid value as JSON keeps it: tuples as lists of floats, ints as ints (counts such as
+    ``complementary``), other numbers as floats."""
+    if isinstance(v, (tuple, list)):
+        return [float(x) for x in v]
+    return v if isinstance(v, int) and not isinstance(v, bool) else float(v)
 
 
 def instance_set(spec: str, size: int | None = None) -> list[dict[str, Any]]:

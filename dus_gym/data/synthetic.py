@@ -7,7 +7,7 @@ modality, drawn from the seed). On top of that:
 - **complementary**: the first ``2 * complementary`` classes are merged in
   pairs in modality 0 (classes ``2i`` and ``2i+1`` share a code), so only the
   other modalities separate them;
-- **shortcut**: modality 0 gets ``shortcut_dim`` extra features
+- **shortcut**: modality ``shortcut_modality`` (default 0) gets ``shortcut_dim`` extra features
   ``shortcut_scale * code_S(c) + shortcut_noise * N(0, I)``, where ``c = y``
   with probability ``shortcut_rho`` on the *training split only* and a random
   class elsewhere; a model that leans on it fails on the clean validation and
@@ -50,6 +50,8 @@ class SyntheticConfig:
     """number of class pairs that modality 0 cannot tell apart (0 <= k <= C/2)"""
     shortcut_rho: float = 0.0
     """probability that the shortcut shows the true class, on the training split"""
+    shortcut_modality: int = 0
+    """the modality that carries the shortcut features"""
     shortcut_dim: int = 16
     shortcut_scale: float = 3.0
     shortcut_noise: float = 0.5
@@ -69,6 +71,10 @@ class SyntheticConfig:
         if not 0 <= self.complementary <= self.num_classes // 2:
             raise ValueError(
                 f"SyntheticConfig.complementary must lie in [0, {self.num_classes // 2}], got {self.complementary}"
+            )
+        if not 0 <= self.shortcut_modality < m:
+            raise ValueError(
+                f"SyntheticConfig.shortcut_modality must index a modality (0 .. {m - 1}), got {self.shortcut_modality}"
             )
         if not 0.0 <= self.shortcut_rho <= 1.0:
             raise ValueError(f"SyntheticConfig.shortcut_rho must lie in [0, 1], got {self.shortcut_rho}")
@@ -97,6 +103,9 @@ PRESETS: dict[str, SyntheticConfig] = {
     "complementary": SyntheticConfig(
         dims=(64, 32), signal=(3.0, 1.5), names=("a", "b"), complementary=3
     ),
+    # Both modalities strong and clean: every sampling policy reaches the same
+    # accuracy, so a sampler that acts here only risks losing.
+    "redundant": SyntheticConfig(dims=(64, 32), signal=(4.0, 4.0), names=("a", "b")),
     # Small and fast, for tests.
     "tiny": SyntheticConfig(
         num_classes=4, dims=(8, 6), signal=(3.0, 1.5), names=("a", "b"),
@@ -157,7 +166,7 @@ def make_synthetic(
             for i in range(config.complementary):
                 codes[2 * i + 1] = codes[2 * i]
         x = mu * codes[labels] + config.noise * rng.standard_normal((n, dim))
-        if j == 0 and config.shortcut_dim and config.shortcut_rho > 0:
+        if j == config.shortcut_modality and config.shortcut_dim and config.shortcut_rho > 0:
             shortcut_codes = _unit_codes(rng, C, config.shortcut_dim)
             random_class = rng.integers(0, C, size=n)
             honest = (split == 0) & (rng.random(n) < config.shortcut_rho)

@@ -21,7 +21,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from dus_gym.envs.vector import DUSVectorEnv
 
-__all__ = ["DUSVecEnv", "make_sb3_vec_env"]
+__all__ = ["ConcatVecEnv", "DUSVecEnv", "make_family_vec_env", "make_sb3_vec_env"]
 
 
 class DUSVecEnv(VecEnv):
@@ -96,3 +96,114 @@ def make_sb3_vec_env(env_id: str = "DUS-v0", num_envs: int = 16, **env_kwargs: A
     if not isinstance(unwrapped, DUSVectorEnv):
         raise ValueError(f"{env_id!r} is not a dus_gym id (its vector env is {type(unwrapped).__name__})")
     return DUSVecEnv(unwrapped)
+
+
+class ConcatVecEnv(VecEnv):
+    """Several SB3 ``VecEnv`` objects with the same spaces as one: sub-env k of the whole is
+    sub-env k - offset of its part. Each part steps in turn, in this process.
+
+    What it is for: batched groups whose data differ in shape (one family each, see
+    :func:`make_family_vec_env`) cannot share one stacked computation, but one agent
+    can learn from all of them at once.
+    """
+
+    def __init__(self, venvs: Sequence[VecEnv]) -> None:
+        if not venvs:
+            raise ValueError("ConcatVecEnv: no vec envs given")
+        first = venvs[0]
+        for k, v in enumerate(venvs):
+            if v.observation_space != first.observation_space or v.action_space != first.action_space:
+                raise ValueError(
+                    f"ConcatVecEnv: part {k} has spaces {v.observation_space}, {v.action_space}; "
+                    f"part 0 has {first.observation_space}, {first.action_space}"
+                )
+        self.venvs = list(venvs)
+        self._bounds = np.cumsum([0] + [v.num_envs for v in self.venvs])
+        super().__init__(int(self._bounds[-1]), first.observation_space, first.action_space)
+        self._actions: np.ndarray | None = None
+
+    def _parts(self, indices: VecEnvIndices) -> list[tuple[VecEnv, list[int]]]:
+        """``(part, its local indices)`` for global ``indices``, in order."""
+        out: dict[int, list[int]] = {}
+        for i in self._get_indices(indices):
+            k = int(np.searchsorted(self._bounds, i, side="right") - 1)
+            out.setdefault(k, []).append(i - int(self._bounds[k]))
+        return [(self.venvs[k], local) for k, local in out.items()]
+
+    def reset(self) -> VecEnvObs:
+        for k, v in enumerate(self.venvs):
+            lo, hi = self._bounds[k], self._bounds[k + 1]
+            seeds = self._seeds[lo:hi]
+            if any(s is not None for s in seeds):
+                v._seeds = list(seeds)
+            options = self._options[lo:hi]
+            if any(options):
+                v._options = list(options)
+        obs = np.concatenate([np.asarray(v.reset()) for v in self.venvs])
+        self.reset_infos = [info for v in self.venvs for info in v.reset_infos]
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self) -> VecEnvStepReturn:
+        if self._actions is None:
+            raise RuntimeError("ConcatVecEnv.step_wait() without step_async()")
+        results = [
+            v.step(self._actions[self._bounds[k] : self._bounds[k + 1]]) for k, v in enumerate(self.venvs)
+        ]
+        self._actions = None
+        obs = np.concatenate([np.asarray(r[0]) for r in results])
+        rewards = np.concatenate([r[1] for r in results])
+        dones = np.concatenate([r[2] for r in results])
+        infos = [info for r in results for info in r[3]]
+        self.reset_infos = [info for v in self.venvs for info in v.reset_infos]
+        return obs, rewards, dones, infos
+
+    def close(self) -> None:
+        for v in self.venvs:
+            v.close()
+
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        return [x for v, local in self._parts(indices) for x in v.get_attr(attr_name, local)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        for v, local in self._parts(indices):
+            v.set_attr(attr_name, value, local)
+
+    def env_method(
+        self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any
+    ) -> list[Any]:
+        return [
+            x for v, local in self._parts(indices)
+            for x in v.env_method(method_name, *method_args, indices=local, **method_kwargs)
+        ]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [x for v, local in self._parts(indices) for x in v.env_is_wrapped(wrapper_class, local)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None] * self.num_envs
+
+
+def make_family_vec_env(
+    env_id: str, families: Sequence[str], per_family: int, split: str = "train", **env_kwargs: Any
+) -> ConcatVecEnv:
+    """``per_family`` batched sub-envs of each instance family (:data:`dus_gym.instances.FAMILIES`),
+    drawing the family's ``split`` instances, as one SB3 ``VecEnv`` (:class:`ConcatVecEnv`).
+
+    ``env_kwargs`` (episode length, method, device, ...) apply to every family; a family's own
+    data set, views and configuration (:func:`~dus_gym.instances.family_env_kwargs`) come on top.
+    """
+    from dus_gym.instances import family_env_kwargs
+
+    parts: list[VecEnv] = []
+    for family in families:
+        own = family_env_kwargs(family, split)
+        clash = sorted(set(own) & set(env_kwargs))
+        if clash:
+            raise ValueError(f"make_family_vec_env: {clash} are set by family {family!r}; leave them out")
+        parts.append(make_sb3_vec_env(env_id, per_family, **own, **env_kwargs))
+    return ConcatVecEnv(parts)
