@@ -84,7 +84,8 @@ class Args:
     datasets: list[str] = field(
         default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
     )
-    """datasets / instance families: digits or synthetic:PRESET"""
+    """datasets: digits, synthetic:PRESET, bundle:PATH, or family:NAME (the held-out instances of a family
+    of dus_gym.instances: seed k plays the k-th instance of NAME:eval)"""
     methods: list[str] = field(default_factory=lambda: ["joint", "mla"])
     """multimodal training methods (joint, mla, ogm_ge where available)"""
     num_seeds: int = 10
@@ -176,18 +177,39 @@ def make_cells(args: Args) -> list[Cell]:
     ]
 
 
+FAMILY_PREFIX = "family:"
+"""A ``--datasets`` entry ``family:NAME`` plays the held-out instances of an instance family
+(:data:`dus_gym.instances.FAMILIES`): seed k is the k-th instance of ``NAME:eval``."""
+
+
 def env_kwargs(dataset: str, method: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The :class:`~dus_gym.envs.DUSEnv` arguments of a grid point, with the settings every cell shares."""
+    data: dict[str, Any] = {"dataset": dataset, "dataset_kwargs": settings["dataset_kwargs"]}
+    if dataset.startswith(FAMILY_PREFIX):
+        from dus_gym.instances import family_env_kwargs
+
+        own = family_env_kwargs(dataset[len(FAMILY_PREFIX) :], "eval")
+        own.pop("instances")  # each cell resets with its own instance (cell_instance)
+        data = {**own, "dataset_kwargs": {**own.get("dataset_kwargs", {}), **settings["dataset_kwargs"]}}
     return {
-        "dataset": dataset,
+        **data,
         "method": method,
         "n_steps": settings["n_steps"],
         "iterations_per_step": settings["iterations_per_step"],
         "base_batch": settings["base_batch"],
         "device": settings["device"],
-        "dataset_kwargs": settings["dataset_kwargs"],
         **settings["env_kwargs"],
     }
+
+
+def cell_instance(cell: Cell) -> dict[str, Any] | None:
+    """The instance a cell's episode runs: for ``family:NAME`` the seed-th held-out instance, else None
+    (the env draws it from the seed)."""
+    if not cell.dataset.startswith(FAMILY_PREFIX):
+        return None
+    from dus_gym.instances import instance_set
+
+    return instance_set(f"{cell.dataset[len(FAMILY_PREFIX):]}:eval", cell.seed + 1)[cell.seed]
 
 
 def make_env(dataset: str, method: str, settings: dict[str, Any]) -> Any:
@@ -232,7 +254,8 @@ def run_cell(cell: Cell, torch_threads: int | None = None) -> dict[str, Any]:
     env = make_env(cell.dataset, cell.method, settings)
     start = time.perf_counter()
     policy = load_policy(cell.policy, env, cell.seed)
-    record = run_episode(env, policy, seed=cell.seed)
+    instance = cell_instance(cell)
+    record = run_episode(env, policy, seed=cell.seed, options=None if instance is None else {"instance": instance})
     if record["test"] is None:  # diverged: the broken model's test metrics still count
         record["test"] = env.test_metrics()
     return {
@@ -269,7 +292,9 @@ def run_group(cells: Sequence[Cell], torch_threads: int | None = None) -> list[d
     venv = DUSVectorEnv(len(cells), **env_kwargs(first.dataset, first.method, settings))
     start = time.perf_counter()
     policies = [load_policy(c.policy, env, c.seed) for c, env in zip(cells, venv.envs)]
-    records = run_episodes_batched(venv, policies, [c.seed for c in cells])
+    instances = [cell_instance(c) for c in cells]
+    options = None if instances[0] is None else {"instance": instances}
+    records = run_episodes_batched(venv, policies, [c.seed for c in cells], options)
     wall = (time.perf_counter() - start) / len(cells)
     return [
         {

@@ -95,7 +95,7 @@ FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]
     ),
     "complementary": (
         {"complementary": (2, 3, 4), "signal": ((3.0, 1.5), (2.5, 1.5), (3.0, 2.0))},
-        {"complementary": (2, 3, 4), "signal": ((2.75, 1.75), (3.25, 1.25))},
+        {"complementary": (1, 5), "signal": ((2.75, 1.75), (3.25, 1.25))},
     ),
     "redundant": (
         {"signal": ((4.0, 4.0), (3.5, 4.0), (4.0, 3.5))},

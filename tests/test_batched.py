@@ -14,7 +14,7 @@ from dus_gym import RunConfig, TrainingRun, load_dataset, make_synthetic
 from dus_gym.batched import BatchedTrainingRun, LoopedRuns, batching_support, make_run_batch
 from dus_gym.data import MultimodalDataset
 from dus_gym.envs import DUSVectorEnv
-from dus_gym.envs.sb3 import DUSVecEnv, make_sb3_vec_env
+from dus_gym.envs.sb3 import ConcatVecEnv, DUSVecEnv, make_family_vec_env, make_sb3_vec_env
 
 TINY: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8,
                         "device": "cpu"}
@@ -238,3 +238,20 @@ def test_sb3_ppo_trains_on_the_batched_vec_env() -> None:
     model = PPO("MlpPolicy", VecNormalize(VecMonitor(venv)), n_steps=8, batch_size=8, n_epochs=1, seed=0)
     model.learn(16)
     assert model.num_timesteps == 16
+
+
+def test_families_of_different_shapes_train_one_agent_through_concat_vec_env() -> None:
+    kwargs: dict[str, Any] = {"n_steps": 2, "iterations_per_step": 1, "base_batch": 8, "device": "cpu"}
+    venv = make_family_vec_env("DUS-v0", ["shortcut_a", "shortcut_b"], 2, **kwargs)
+    assert isinstance(venv, ConcatVecEnv) and venv.num_envs == 4
+    venv.seed(3)
+    obs = venv.reset()
+    widths = [i["instance"] for i in venv.reset_infos]
+    assert isinstance(obs, np.ndarray) and obs.shape[0] == 4 and len(widths) == 4
+    assert [p.venv.batch._raw[1].shape[-1] for p in venv.venvs] == [32, 48]  # type: ignore[attr-defined]
+    for _ in range(kwargs["n_steps"]):
+        _, _, dones, infos = venv.step(np.tile([2, 6], (4, 1)))
+    assert dones.all() and all("test" in i for i in infos)
+    assert venv.get_attr("n_steps", [1, 2]) == [2, 2]
+    with pytest.raises(ValueError, match=r"\['dataset'\] are set by family 'redundant'"):
+        make_family_vec_env("DUS-v0", ["redundant"], 1, dataset="digits")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import gymnasium as gym
@@ -9,11 +10,15 @@ import pytest
 from conftest import unwrapped
 
 import dus_gym  # noqa: F401
+from dus_gym import make_synthetic
 from dus_gym.instances import (
     EVAL_SEED_RANGE,
+    FAMILIES,
+    GENERAL_FAMILIES,
     SHORTCUT_TRAIN_GRID,
     TRAIN_SEED_RANGE,
     check_disjoint,
+    family_env_kwargs,
     instance_set,
     resolve_instances,
     validate_instance,
@@ -105,3 +110,34 @@ def test_env_with_an_explicit_instance_list(tiny_env_kwargs: dict[str, Any]) -> 
         inst = env.reset(seed=seed)[1]["instance"]
         assert {k: inst[k] for k in only} == only
     assert unwrapped(env).source._key == (13, '{"shortcut_rho": 0.5}')
+
+
+@pytest.mark.parametrize("family", GENERAL_FAMILIES)
+def test_general_families_hold_out_every_varied_knob_value(family: str) -> None:
+    train, evaluation = instance_set(f"{family}:train", 60), instance_set(f"{family}:eval", 20)
+    check_disjoint(train, evaluation)
+    seen = {json.dumps(i.get("dataset_kwargs"), sort_keys=True) for i in train}
+    grids = FAMILIES[family]
+    if grids is not None:  # no held-out configuration was ever trained on
+        assert not seen & {json.dumps(i["dataset_kwargs"], sort_keys=True) for i in evaluation}
+        for knob, values in grids[1].items():
+            unseen = set(map(str, values)) - set(map(str, grids[0][knob]))
+            assert unseen, f"{family}: every held-out {knob} value was also a training value"
+    env = gym.make("DUS-v0", **family_env_kwargs(family, "eval"), n_steps=1, iterations_per_step=1, device="cpu")
+    _, info = env.reset(seed=0)
+    assert {k: info["instance"][k] for k in ("split_seed", "init_seed", "data_seed")} in [
+        {k: i[k] for k in ("split_seed", "init_seed", "data_seed")} for i in instance_set(f"{family}:eval")
+    ]
+
+
+def test_family_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"unknown family 'nope'"):
+        family_env_kwargs("nope")
+    with pytest.raises(ValueError, match=r"split 'test'"):
+        family_env_kwargs("redundant", "test")
+    # The shortcut can sit on either modality; on b it widens b, not a.
+    a, b = (make_synthetic("shortcut", seed=0, shortcut_modality=k) for k in (0, 1))
+    assert a.modalities["a"].shape[1] == b.modalities["a"].shape[1] + 16
+    assert b.modalities["b"].shape[1] == a.modalities["b"].shape[1] + 16
+    with pytest.raises(ValueError, match="shortcut_modality must index a modality"):
+        make_synthetic("shortcut", seed=0, shortcut_modality=2)

@@ -83,10 +83,11 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
 
         ``seed``: an int s gives sub-env i the seed s + i; a list gives one
         seed (or None) per sub-env. ``options={"instance": {...}}`` applies to
-        every sub-env, as ``DUSEnv.reset`` takes it.
+        every sub-env, as ``DUSEnv.reset`` takes it; a list of N instance dicts
+        gives sub-env i the i-th.
         """
         seeds = self._seeds(seed)
-        data = [env._new_episode(s, options) for env, s in zip(self.envs, seeds)]
+        data = [env._new_episode(s, self._sub_options(options, i)) for i, (env, s) in enumerate(zip(self.envs, seeds))]
         run_seeds = [env.instance for env in self.envs]
         if self.batch is None or self.batch.num_runs != self.num_envs:
             self.batch = make_run_batch(data, self.envs[0].config, run_seeds)
@@ -159,6 +160,18 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             np.asarray(truncations, dtype=np.bool_),
             infos,
         )
+
+    def _sub_options(self, options: dict[str, Any] | None, i: int) -> dict[str, Any] | None:
+        """Sub-env i's reset options: ``options["instance"]`` may list one instance per sub-env."""
+        if not options or not isinstance(options.get("instance"), list | tuple):
+            return options
+        instances = options["instance"]
+        if len(instances) != self.num_envs:
+            raise ValueError(
+                f"DUSVectorEnv.reset: options['instance'] lists {len(instances)} instances for {self.num_envs} "
+                "sub-envs; expected one each (or one dict for all)"
+            )
+        return {**options, "instance": instances[i]}
 
     def _counts(self, i: int, action: Any) -> np.ndarray:
         env = self.envs[i]
