@@ -197,10 +197,20 @@ def _info_callback_class() -> type:
     class DUSInfoCallback(BaseCallback):
         """Logs the DUS ``info`` of every step under namespaced tags, and one CSV row per finished episode."""
 
-        def __init__(self, modalities: Sequence[str], csv_path: Path, continue_from: Path | None = None) -> None:
+        def __init__(
+            self,
+            modalities: Sequence[str],
+            csv_path: Path,
+            continue_from: Path | None = None,
+            groups: Sequence[str] | None = None,
+        ) -> None:
             super().__init__()
             self.continue_from = continue_from
+            # Per-modality values are read by position: with --families the modality names differ
+            # between families (a/b, pix/zer, ...); the labels are those of the first sub-env.
             self.modalities = list(modalities)
+            self.groups = None if groups is None else list(groups)
+            """the family of each sub-env (--families): a CSV column"""
             self.csv_path = csv_path
             self._quantities: dict[int, list[list[int]]] = {}
             self._file: Any = None
@@ -218,6 +228,7 @@ def _info_callback_class() -> type:
             header += [f"test_branch_accuracy_{m}" for m in self.modalities]
             header += [f"test_probe_accuracy_{m}" for m in self.modalities]
             header += [f"mean_quantity_{m}" for m in self.modalities]
+            header += ["family"] if self.groups else []
             self._writer = csv.writer(self._file)
             self._writer.writerow(header)
 
@@ -248,13 +259,13 @@ def _info_callback_class() -> type:
             else:
                 for key in ("accuracy", "macro_f1", "loss", "imbalance_gap"):
                     self.logger.record_mean(f"test/{key}", test[key])
-                for name in self.modalities:
-                    self.logger.record_mean(f"test/branch_accuracy/{name}", test["branch_accuracy"][name])
-                    self.logger.record_mean(f"test/probe_accuracy/{name}", test["probe_accuracy"][name])
-                row += [test["accuracy"], test["macro_f1"]]
-                row += [test["branch_accuracy"][m] for m in self.modalities]
-                row += [test["probe_accuracy"][m] for m in self.modalities]
+                branch, probe = list(test["branch_accuracy"].values()), list(test["probe_accuracy"].values())
+                for m, name in enumerate(self.modalities):
+                    self.logger.record_mean(f"test/branch_accuracy/{name}", branch[m])
+                    self.logger.record_mean(f"test/probe_accuracy/{name}", probe[m])
+                row += [test["accuracy"], test["macro_f1"], *branch, *probe]
             row += list(quantities.mean(axis=0)) if len(quantities) else [""] * len(self.modalities)
+            row += [self.groups[k]] if self.groups else []
             self._writer.writerow(row)
             self._file.flush()
 
@@ -438,7 +449,8 @@ def main(args: Args) -> Path:
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
 
     previous_csv = init_from / "episodes.csv" if init_from else None
-    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv)]
+    groups = [f for f in families for _ in range(args.batched)] if families else None
+    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv, groups)]
     per_env = max(1, args.batched or args.num_envs)
     if args.checkpoint_freq > 0:
         callbacks.append(
