@@ -1,0 +1,63 @@
+"""benchmarks/general.py: the general sampler's verdicts on known answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import general
+from benchmarks.compare import RESULTS_FILE, append_record
+
+pytest.importorskip("scipy")
+
+
+def _record(family: str, policy: str, seed: int, accuracy: float) -> dict[str, Any]:
+    return {
+        "dataset": f"family:{family}", "policy": policy, "seed": seed, "method": "joint",
+        "test": {"accuracy": accuracy}, "quantities": [[40, 88], [64, 64]], "modalities": ["a", "b"],
+    }
+
+
+def _records(agent_gain: dict[str, float]) -> list[dict[str, Any]]:
+    out = []
+    for family, gain in agent_gain.items():
+        for seed in range(6):
+            base = 0.5 + 0.01 * seed
+            out += [
+                _record(family, "uniform", seed, base),
+                _record(family, "dus_h", seed, base + 0.02),
+                _record(family, "fixed:1,2", seed, base + 0.05),
+                _record(family, "pretrained:general_ppo", seed, base + 0.02 + gain),
+            ]
+    return out
+
+
+def test_judge_computes_hindsight_differences_and_verdicts() -> None:
+    result = general.judge(_records({"shortcut_a": 0.03, "complementary": 0.01}), "general_ppo")
+    short = result["families"]["shortcut_a"]
+    assert short["n"] == 6
+    assert short["iqm"][general.HINDSIGHT]["estimate"] == pytest.approx(0.525 + 0.05)  # the best fixed per seed
+    assert short["agent_minus_reference"]["estimate"] == pytest.approx(0.03)
+    assert short["agent_minus_best_rule"]["estimate"] == pytest.approx(0.03)
+    assert result["families"]["complementary"]["target_uniform_minus_1pt"]
+    assert result["overall_agent_minus_reference"]["estimate"] == pytest.approx(0.02)
+    assert result["target_overall_positive"] and result["targets_met"]
+
+
+def test_a_family_lost_by_more_than_a_point_misses_the_target() -> None:
+    result = general.judge(_records({"shortcut_a": 0.05, "redundant": -0.03}), "general_ppo")
+    assert not result["families"]["redundant"]["target_best_rule_minus_1pt"]
+    assert not result["targets_met"]
+    assert "missed" in general.markdown(result)
+
+
+def test_main_writes_the_summary_and_refuses_what_it_cannot_judge(tmp_path: Path) -> None:
+    for r in _records({"shortcut_a": 0.02}):
+        append_record(tmp_path / RESULTS_FILE, r)
+    result = general.main(["--output", str(tmp_path), "--no-plots"])
+    assert (tmp_path / "general.md").read_text().startswith("| family |")
+    assert result["families"]["shortcut_a"]["n"] == 6
+    with pytest.raises(ValueError, match=r"no records of \['nope'\]"):
+        general.judge(_records({"shortcut_a": 0.0}), "nope")
