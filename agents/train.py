@@ -392,10 +392,9 @@ def main(args: Args) -> Path:
 
     # Seeding: the agent, the envs' instance and batch-order draws, torch and numpy of this process.
     set_random_seed(args.seed)
-    # Separate envs: one thread each (the workers share the cores). A batched env is
-    # compute-bound and keeps torch's threads for its stacked runs.
-    if not args.batched:
-        torch.set_num_threads(1)
+    # One torch thread: separate envs share the cores, and the batched env's runs scope their
+    # own threads (RunConfig.threads); the agent's small networks gain nothing from more.
+    torch.set_num_threads(1)
 
     if families:
         train_env, eval_env = make_family_envs(args.env_id, env_kwargs, families, args.batched, args.n_eval_instances)

@@ -28,6 +28,15 @@
     script is. ``--threads`` runs this part alone.
 (b) **Scaling.** Env steps per second with 1, 2 and 4 envs in parallel
     (Stable-Baselines3's ``SubprocVecEnv``, one torch thread per env).
+(r) **Batched runs.** Env steps per second (wall time) of N sub-envs of the
+    batched vector env (``gym.make_vec(..., vectorization_mode="vector_entry_point")``,
+    docs/batched.md) for N in ``--batched-envs``, side by side with one env
+    (one thread) and SB3's ``SubprocVecEnv`` with ``--batched-workers``
+    processes (one thread each), on the same work; the batched env with one
+    thread (its default) and with torch's own count. On a GPU also the
+    memory per run.
+    ``--batched`` runs this part alone; ``python -m benchmarks.throughput
+    --batched --device cuda --batched-envs 1 16 64 256 1024`` is the GPU check.
 (c) **Episodes.** Wall and CPU time of one full episode (reset, ``n_steps``
     steps, test and probes) per built-in instance family.
 
@@ -68,7 +77,7 @@ import dus_gym  # noqa: F401  (registers DUS-v0)
 from dus_gym.cli import parse_args, run, setting_up
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
-from dus_gym.run import RunConfig, TrainingRun, resolve_device
+from dus_gym.run import RunConfig, TrainingRun, resolve_device, torch_threads
 
 __all__ = [
     "Args", "PROG", "PlainLoop", "VARIANTS", "episode", "episode_times", "main", "overhead", "scaling", "threads",
@@ -135,10 +144,18 @@ class Args:
     output: str = "benchmarks/results/throughput"
     """folder of throughput.json and throughput.md"""
     skip: list[str] = field(default_factory=list)
-    """parts to skip: overhead, threads, scaling, episodes"""
+    """parts to skip: overhead, threads, scaling, episodes, batched"""
+    batched: bool = False
+    """run only the batched-runs comparison (r)"""
+    batched_envs: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
+    """numbers of sub-envs of the batched vector env in (r) (on a GPU: up to 1024)"""
+    batched_steps: int = 3
+    """steps (epochs) timed per measurement in (r), after one warm-up step"""
+    batched_workers: int = 2
+    """SB3 SubprocVecEnv workers measured beside the batched env in (r)"""
 
 
-PARTS = ("overhead", "threads", "scaling", "episodes")
+PARTS = ("overhead", "threads", "scaling", "episodes", "batched")
 
 
 def _sync(device: torch.device) -> None:
@@ -548,6 +565,67 @@ def scaling(args: Args, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _env_steps_per_s(step: Callable[[], Any], n: int, steps: int, device: torch.device) -> float:
+    """``n`` env steps per call of ``step``: their rate over ``steps`` calls after one untimed warm-up call."""
+    step()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return n * steps / (time.perf_counter() - start)
+
+
+def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
+    """Part (r): env steps per second of the batched vector env against one env and SubprocVecEnv."""
+    from stable_baselines3.common.vec_env import SubprocVecEnv
+
+    device = resolve_device(args.device)
+    kwargs: dict[str, Any] = {
+        "n_steps": args.batched_steps + 2, "iterations_per_step": args.iterations_per_step,
+        "base_batch": args.base_batch, "device": args.device,
+    }
+    one = DUSEnv(dataset=dataset, **kwargs)
+    one.reset(seed=args.seed)
+    uniform = one.rule.uniform_action
+    with torch_threads(1):
+        speed = _env_steps_per_s(lambda: one.step(uniform), 1, args.batched_steps, device)
+    rows: list[dict[str, Any]] = [{"mode": "one env (1 thread)", "num_envs": 1, "env_steps_per_s": speed}]
+    workers = args.batched_workers
+    if workers > 1 and device.type == "cpu":
+        venv = SubprocVecEnv([partial(_make_worker_env, dataset, kwargs, 1) for _ in range(workers)])
+        try:
+            venv.seed(args.seed)
+            venv.reset()
+            actions = np.stack([uniform] * workers)
+            speed = _env_steps_per_s(lambda: venv.step(actions), workers, args.batched_steps, device)
+        finally:
+            venv.close()
+        mode = f"SubprocVecEnv x{workers} (1 thread each)"
+        rows.append({"mode": mode, "num_envs": workers, "env_steps_per_s": speed})
+    thread_counts = sorted({1, TORCH_DEFAULT_THREADS})
+    for n in args.batched_envs:
+        for threads in thread_counts:
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            vec = gym.make_vec(
+                "DUS-v0", num_envs=n, vectorization_mode="vector_entry_point", dataset=dataset,
+                **{**kwargs, "run_config": {"threads": threads}},
+            )
+            vec.reset(seed=args.seed)
+            actions = np.stack([uniform] * n)
+            speed = _env_steps_per_s(partial(vec.step, actions), n, args.batched_steps, device)
+            row = {"mode": f"batched ({threads} thread{'s' if threads > 1 else ''})", "num_envs": n,
+                   "env_steps_per_s": speed}
+            if device.type == "cuda":
+                row["memory_per_run_mb"] = torch.cuda.max_memory_allocated(device) / n / 2**20
+            vec.close()
+            rows.append(row)
+    for row in rows:
+        row["x_one_env"] = row["env_steps_per_s"] / rows[0]["env_steps_per_s"]
+    return rows
+
+
 def episode_times(args: Args) -> list[dict[str, Any]]:
     """Part (c): wall and CPU time of one full episode (reset to test metrics) per family, uniform sampling."""
     rows = []
@@ -671,6 +749,20 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| {r['num_envs']} | {r['env_steps_per_s']:.2f} | {r['speedup']:.2f} | {r['efficiency']:.2f} |"
             )
         lines.append("")
+    if result.get("batched"):
+        gpu = any("memory_per_run_mb" in r for r in result["batched"])
+        lines += [
+            f"(r) Batched runs ({result['batched_dataset']}, one epoch per step, uniform counts; wall time):",
+            "",
+            "| mode | envs | env steps/s | x one env |" + (" memory per run (MiB) |" if gpu else ""),
+            "|---|---|---|---|" + ("---|" if gpu else ""),
+        ]
+        for r in result["batched"]:
+            mem = f" {r['memory_per_run_mb']:.1f} |" if "memory_per_run_mb" in r else (" - |" if gpu else "")
+            lines.append(
+                f"| {r['mode']} | {r['num_envs']} | {r['env_steps_per_s']:.1f} | {r['x_one_env']:.2f} |" + mem
+            )
+        lines.append("")
     if result.get("episodes"):
         lines += [
             "(c) One full episode per instance family (uniform sampling, joint):",
@@ -695,7 +787,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     before anything is measured.
     """
     args = parse_args(Args, argv, description=__doc__, prog=PROG)
-    parts = ["threads"] if args.threads else [p for p in PARTS if p not in args.skip]
+    parts = ["threads"] if args.threads else ["batched"] if args.batched else [
+        p for p in PARTS if p not in args.skip
+    ]
     with setting_up():
         unknown = set(args.skip) - set(PARTS)
         if unknown:
@@ -725,6 +819,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             result["scaling"] = scaling(args, args.datasets[0])
         if "episodes" in parts:
             result["episodes"] = episode_times(args)
+        if "batched" in parts:
+            result["batched_dataset"] = args.datasets[0]
+            result["batched"] = batched(args, args.datasets[0])
     finally:
         torch.set_num_threads(before)
     result["load_average_end"] = os.getloadavg()[0]

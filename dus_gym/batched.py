@@ -287,8 +287,9 @@ class BatchedTrainingRun:
         self._branch = [self._branch_fn(j) for j in range(m)]
         self._optimizer = _StackedOptimizer(self.params, config)
         self.monitor = _StackedMonitor(n, m, config.monitor, config.monitor_beta, self.device)
-        # Stacked runs are compute-bound: "auto" lets torch use its threads (one run alone would not).
-        self.threads: int | None = None if config.threads == "auto" else config.threads  # type: ignore[assignment]
+        # "auto" is one thread here too: on a shared machine more threads than free cores cost
+        # 4-17x (benchmarks/throughput.py); give run_config={"threads": k} with k idle cores.
+        self.threads: int | None = 1 if config.threads == "auto" else config.threads  # type: ignore[assignment]
         # Data: shared (one dataset object for all runs) or stacked per run, on the device.
         self._datasets: list[MultimodalDataset] = [ref] * n
         self._shared = True

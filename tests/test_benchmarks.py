@@ -323,7 +323,7 @@ def test_throughput_runs_and_reports_the_four_variants(tmp_path: Path) -> None:
     from benchmarks import throughput
 
     threads_before = torch.get_num_threads()
-    result = throughput.main([*TINY_THROUGHPUT, "--skip", "scaling", "--output", str(tmp_path)])
+    result = throughput.main([*TINY_THROUGHPUT, "--skip", "scaling", "batched", "--output", str(tmp_path)])
     assert torch.get_num_threads() == threads_before, "the caller's torch thread count is restored"
     assert result["parts"] == ["overhead", "threads", "episodes"]
     (row,) = result["overhead"]
@@ -407,3 +407,19 @@ def test_ray_backend_runs_a_tiny_grid(tmp_path: Path) -> None:
         ray.shutdown()
     assert len(read_lines(tmp_path / "results.jsonl")) == 4
     assert os.path.getsize(tmp_path / "summary.csv") > 0
+
+
+def test_throughput_batched_part_measures_each_mode(tmp_path: Path) -> None:
+    from benchmarks import throughput
+
+    result = throughput.main([
+        "--batched", "--datasets", "synthetic:tiny", "--batched-envs", "2", "--batched-steps", "1",
+        "--iterations-per-step", "1", "--base-batch", "8", "--batched-workers", "2", "--device", "cpu",
+        "--output", str(tmp_path),
+    ])
+    assert result["parts"] == ["batched"]
+    modes = [(r["mode"], r["num_envs"]) for r in result["batched"]]
+    assert modes[:2] == [("one env (1 thread)", 1), ("SubprocVecEnv x2 (1 thread each)", 2)]
+    assert ("batched (1 thread)", 2) in modes
+    assert all(r["env_steps_per_s"] > 0 for r in result["batched"]) and result["batched"][0]["x_one_env"] == 1.0
+    assert "(r) Batched runs" in (tmp_path / "throughput.md").read_text()
