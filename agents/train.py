@@ -450,7 +450,7 @@ def main(args: Args) -> Path:
     previous_csv = init_from / "episodes.csv" if init_from else None
     groups = [f for f in families for _ in range(args.batched)] if families else None
     callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv, groups)]
-    per_env = max(1, args.batched or args.num_envs)
+    per_env = train_env.num_envs  # callbacks count vector steps of all the sub-envs at once
     if args.checkpoint_freq > 0:
         callbacks.append(
             CheckpointCallback(
