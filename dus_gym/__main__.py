@@ -7,7 +7,8 @@ Every policy meets the same instances (seed k gives the same split, model
 initialisation and batch order to each policy: the k-th instance of the
 held-out ``eval`` set of :mod:`dus_gym.instances`, so the shipped PPO agent
 ``pretrained:dus_v0_ppo`` (in ``dus_gym/pretrained/``), played on DUS-v0,
-never trained on them), and the table reports fused test accuracy, each
+and the sampler trained across instance families, ``pretrained:general_ppo``,
+played on every env id, never trained on them), and the table reports fused test accuracy, each
 modality's branch accuracy and linear-probe accuracy, mean +- standard
 deviation over the seeds. A bad flag, policy or env id is one error line and
 exit status 2.
@@ -44,6 +45,9 @@ DEFAULT_AGENT = "pretrained:dus_v0_ppo"
 """The shipped PPO sampler for DUS-v0 (agents/train.py; docs/agents.md), package data of dus_gym."""
 AGENT_ENV = "DUS-v0"
 AGENT_LABEL = "ppo-agent"
+DEFAULT_GENERAL_AGENT = "pretrained:general_ppo"
+"""The shipped sampler trained across instance families (docs/agents.md), played on every env id."""
+GENERAL_LABEL = "general-ppo"
 
 
 @dataclass
@@ -65,6 +69,9 @@ class Args:
     agent: str = DEFAULT_AGENT
     """trained agent played beside the built-in policies on DUS-v0 when it was trained on the job's setting:
     pretrained:NAME (a shipped agent) or a run folder ('none' skips it)"""
+    general_agent: str = DEFAULT_GENERAL_AGENT
+    """agent trained across instance families, played on every env id of the job when its setting (episode
+    length, method, ...) is the job's: pretrained:NAME or a run folder ('none' skips it)"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -86,24 +93,33 @@ def agent_spec(args: Args) -> str | None:
     length, method, ...): it would be judged on runs it never learnt to steer.
     A missing or broken ``--agent`` given on purpose is an error.
     """
-    if args.agent == "none" or AGENT_ENV not in args.env_ids:
+    if AGENT_ENV not in args.env_ids:
         return None
-    default = args.agent == DEFAULT_AGENT
-    folder = agent_folder(args.agent, check=not default)  # a pretrained:NAME given on purpose must exist
+    return _playable(args.agent, DEFAULT_AGENT, "--agent", AGENT_ENV, args)
+
+
+def general_agent_spec(args: Args, env_id: str) -> str | None:
+    """The general agent to play on ``env_id``, or None (saying why on stderr), as :func:`agent_spec` decides."""
+    return _playable(args.general_agent, DEFAULT_GENERAL_AGENT, "--general-agent", env_id, args)
+
+
+def _playable(spec: str, default_spec: str, flag: str, env_id: str, args: Args) -> str | None:
+    if spec == "none":
+        return None
+    default = spec == default_spec
+    folder = agent_folder(spec, check=not default)  # a pretrained:NAME given on purpose must exist
     if folder is None:
         shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_agents()) or "none"
-        raise cli.UsageError(
-            f"--agent {args.agent!r}: expected a run folder, pretrained:NAME (shipped: {shipped}) or none"
-        )
+        raise cli.UsageError(f"{flag} {spec!r}: expected a run folder, pretrained:NAME (shipped: {shipped}) or none")
     if default and not (folder / MODEL_FILE).is_file():
         print(f"No trained agent in {folder}; skipping it", file=sys.stderr)
         return None
-    differences = setting_differences(read_run_config(folder), AGENT_ENV, env_kwargs(args))
+    differences = setting_differences(read_run_config(folder), env_id, env_kwargs(args))
     if differences:
         what = ", ".join(f"{k} {trained!r} (this job: {here!r})" for k, (trained, here) in differences.items())
-        print(f"the agent in {folder} was trained with {what}; skipping it", file=sys.stderr)
+        print(f"the agent in {folder} was trained with {what}; skipping it on {env_id}", file=sys.stderr)
         return None
-    return args.agent
+    return spec
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,11 +141,14 @@ def play(args: Args) -> int:
             for spec in args.policies:
                 env = gym.make(env_id, **env_kwargs(args))
                 cells.append((env_id, spec, env, load_policy(spec, env, seed=0)))
-        agent = agent_spec(args)
-        if agent is not None:
-            env = gym.make(AGENT_ENV, **env_kwargs(args))
-            last = max(k for k, cell in enumerate(cells) if cell[0] == AGENT_ENV)
-            cells.insert(last + 1, (AGENT_ENV, AGENT_LABEL, env, load_policy(agent, env)))
+        agents = [(AGENT_ENV, AGENT_LABEL, agent_spec(args))]
+        agents += [(env_id, GENERAL_LABEL, general_agent_spec(args, env_id)) for env_id in args.env_ids]
+        for env_id, label, agent in agents:
+            if agent is None:
+                continue
+            env = gym.make(env_id, **env_kwargs(args))
+            last = max(k for k, cell in enumerate(cells) if cell[0] == env_id)
+            cells.insert(last + 1, (env_id, label, env, load_policy(agent, env)))
     records: list[dict[str, Any]] = []
     with tqdm(total=len(cells) * args.seeds, desc="episodes", unit="ep") as bar:
         for env_id, label, env, policy in cells:

@@ -229,6 +229,8 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
 
 REWARD_AND_PLACE_KWARGS = ("device", "instances", "reward_metric", "sample_cost", "divergence_penalty")
 """Env arguments that leave an agent's observations and the effect of its actions alone."""
+DATA_KWARGS = ("env_id", "dataset", "views", "dataset_kwargs", "data_seed")
+"""What an agent trained across instance families (``agents/train.py --families``) met many values of."""
 
 
 def env_setting(env_id: str, env_kwargs: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,9 +264,13 @@ def setting_differences(
     Returns ``{name: (trained, given)}`` over the env id and every keyword
     argument (:func:`env_setting`) but those in ``ignore``: by default the
     ones that change only the reward, where the model runs, or which instances
-    the agent met, none of which changes what it sees or what its actions do.
-    Empty when the agent plays the env it was trained on.
+    the agent met, none of which changes what it sees or what its actions do;
+    for an agent trained across families (``config["families"]``) also the
+    data (:data:`DATA_KWARGS`). Empty when the agent plays the env it was
+    trained on.
     """
+    if config.get("families"):  # trained across families: any data, the rest of the setting fixed
+        ignore = (*ignore, *DATA_KWARGS)
     trained = {"env_id": config["env_id"], **env_setting(config["env_id"], config["env_kwargs"])}
     given = {"env_id": env_id, **env_setting(env_id, env_kwargs)}
     return {

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -73,3 +74,19 @@ def test_the_shipped_agent_plays_only_its_own_setting(capsys, monkeypatch, tmp_p
     monkeypatch.setattr(dus_gym.agent_io, "PRETRAINED_DIR", tmp_path)
     assert agent_spec(parse_args([])) is None
     assert capsys.readouterr().err == f"No trained agent in {tmp_path / 'dus_v0_ppo'}; skipping it\n"
+
+
+def test_an_agent_trained_across_families_plays_every_env_id(tmp_path: Path) -> None:
+    """--general-agent: a run folder trained with --families matches any data set of the same setting."""
+    from dus_gym.__main__ import general_agent_spec
+
+    folder = tmp_path / "general"
+    folder.mkdir()
+    config = {"algo": "ppo", "env_id": "DUS-v0", "env_kwargs": {"device": "cpu"}, "families": ["shortcut_a"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "model.zip").write_bytes(b"")
+    args = parse_args(["--general-agent", str(folder), "--device", "cpu"])
+    assert general_agent_spec(args, "DUS-v0") == str(folder)
+    assert general_agent_spec(args, "DUS-Synthetic-v0") == str(folder)
+    assert general_agent_spec(parse_args(["--general-agent", str(folder), "--n-steps", "7"]), "DUS-v0") is None
+    assert general_agent_spec(parse_args(["--general-agent", "none"]), "DUS-v0") is None
