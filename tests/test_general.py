@@ -61,3 +61,15 @@ def test_main_writes_the_summary_and_refuses_what_it_cannot_judge(tmp_path: Path
     assert result["families"]["shortcut_a"]["n"] == 6
     with pytest.raises(ValueError, match=r"no records of \['nope'\]"):
         general.judge(_records({"shortcut_a": 0.0}), "nope")
+
+
+def test_equivalence_runs_both_ways_on_the_same_instances(tmp_path: Path) -> None:
+    from benchmarks import equivalence
+
+    rows = equivalence.main([
+        "--datasets", "synthetic:tiny", "--policies", "uniform", "--num-seeds", "2", "--n-steps", "2",
+        "--iterations-per-step", "2", "--base-batch", "8", "--output", str(tmp_path),
+    ])
+    (row,) = rows
+    assert row["n"] == 2 and abs(row["batched"] - row["single"]) <= 0.05
+    assert (tmp_path / "single" / RESULTS_FILE).is_file() and (tmp_path / "batched" / RESULTS_FILE).is_file()
