@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 # scipy is imported inside the functions: modules that only need Interval (the
 # benchmark workers) start without it.
@@ -23,14 +24,14 @@ __all__ = ["Interval", "iqm", "mean", "stratified_bootstrap_ci", "probability_of
 Statistic = Callable[[np.ndarray], float]
 
 
-def iqm(values: Sequence[float] | np.ndarray, axis: int = -1) -> np.ndarray:
+def iqm(values: ArrayLike, axis: int = -1) -> np.ndarray:
     """Interquartile mean: the mean of the middle 50% (25% trimmed from each end, scipy's ``trim_mean``)."""
     from scipy import stats
 
     return np.asarray(stats.trim_mean(np.asarray(values, dtype=np.float64), 0.25, axis=axis))
 
 
-def mean(values: Sequence[float] | np.ndarray, axis: int = -1) -> np.ndarray:
+def mean(values: ArrayLike, axis: int = -1) -> np.ndarray:
     """The arithmetic mean along ``axis``."""
     return np.asarray(np.mean(np.asarray(values, dtype=np.float64), axis=axis))
 
