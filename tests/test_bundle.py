@@ -51,7 +51,8 @@ def test_round_trip_is_identical(tmp_path: Path, suffix: str) -> None:
         assert np.array_equal(data.modalities[m].numpy(), x)
     assert np.array_equal(data.labels.numpy(), labels)
     assert data.split is not None and np.array_equal(data.split.numpy(), split)
-    assert list(load_bundle_ids(path)) == ids
+    loaded_ids = load_bundle_ids(path)
+    assert loaded_ids is not None and list(loaded_ids) == ids
     meta = read_bundle_meta(path)
     assert meta.modalities == ["audio", "visual", "text"] and meta.class_names == ["NEU", "HAP", "SAD"]
 
@@ -198,7 +199,7 @@ def test_missing_json_and_missing_path(tmp_path: Path) -> None:
 
 def test_npz_defects(tmp_path: Path) -> None:
     arrays = _arrays()
-    np.savez(tmp_path / "nometa.npz", labels=np.zeros(12, int), **arrays)
+    np.savez(tmp_path / "nometa.npz", allow_pickle=False, labels=np.zeros(12, int), **arrays)
     with pytest.raises(BundleError, match=r"no 'meta' array"):
         load_bundle(tmp_path / "nometa.npz")
     (tmp_path / "broken.npz").write_bytes(b"not a zip")

@@ -92,6 +92,7 @@ def librosa_part(arrays: dict[str, np.ndarray], versions: dict[str, str]) -> Non
 def kaldi_part(arrays: dict[str, np.ndarray], versions: dict[str, str], kaldi_py: str | None) -> None:
     import torch
 
+    kaldi: types.ModuleType  # the module loaded from kaldi_py, or torchaudio's own
     if kaldi_py:
         sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))  # kaldi.fbank uses no other part
         spec = importlib.util.spec_from_file_location("torchaudio_kaldi", kaldi_py)
@@ -103,7 +104,9 @@ def kaldi_part(arrays: dict[str, np.ndarray], versions: dict[str, str], kaldi_py
         versions["torchaudio"] = f"{found.strip(chr(39) + chr(34))} (compliance/kaldi.py loaded from its file)"
     else:
         import torchaudio
-        import torchaudio.compliance.kaldi as kaldi
+        import torchaudio.compliance.kaldi as torchaudio_kaldi
+
+        kaldi = torchaudio_kaldi
 
         versions["torchaudio"] = torchaudio.__version__
     versions["torch"] = torch.__version__
@@ -135,7 +138,7 @@ def main() -> None:
         librosa_part(arrays, versions)
     else:
         kaldi_part(arrays, versions, args.kaldi_py)
-    np.savez_compressed(OUT, versions=np.array(json.dumps(versions, sort_keys=True)), **arrays)
+    np.savez_compressed(OUT, allow_pickle=False, versions=np.array(json.dumps(versions, sort_keys=True)), **arrays)
     print(f"wrote {OUT}: {sorted(arrays)}; {versions}")
 
 
