@@ -31,6 +31,13 @@ RATE = 8000
 FREQ = {"NEU": 300.0, "HAP": 1200.0, "SAD": 2800.0}  # a class-specific tone
 
 
+def _ids(bundle: Path) -> list[str]:
+    """The bundle's sample ids; the converter always writes them."""
+    ids = load_bundle_ids(bundle)
+    assert ids is not None, f"{bundle} has no ids"
+    return [str(i) for i in ids]
+
+
 def _write_wav(path: Path, freq: float, seconds: float = 0.3, width: int = 2, rate: int = RATE) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     x = 0.5 * np.sin(2 * np.pi * freq * t)
@@ -62,7 +69,7 @@ def _cremad(root: Path) -> Path:
     Defects: a missing wav, a broken frame, an unknown class, a duplicated row."""
     classes = list(FREQ)
     colors = {"NEU": (250, 0, 0), "HAP": (0, 250, 0), "SAD": (0, 0, 250)}
-    rows = {"train": [], "test": []}
+    rows: dict[str, list[str]] = {"train": [], "test": []}
     for i in range(24):
         c = classes[i % 3]
         sid = f"10{i:02d}_DFA_{c}_XX"
@@ -96,7 +103,7 @@ def test_ogm_ge_cremad_layout(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert data.modality_names == ["audio", "visual"] and data.class_names == ["NEU", "HAP", "SAD"]
     # Waveform tiled to 0.5 s = 4000 samples -> 1 + 4000 // 64 STFT frames.
     assert data.shapes() == {"audio": (1, 16, 63), "visual": (6, 8, 8)}
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     assert len(ids) == 22 and "1004_DFA_HAP_XX" not in ids and "1007_DFA_HAP_XX" not in ids
     labels = data.labels.numpy()
     assert [data.class_names[y] for y in labels] == [i.split("_")[2] for i in ids]
@@ -143,7 +150,7 @@ def test_mla_layout_npy_spectrograms_gray_frames_npz(tmp_path: Path) -> None:
     root = tmp_path / "mla"
     rng = np.random.default_rng(0)
     specs = {}
-    lines = {"train": [], "val": [], "test": []}
+    lines: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for i in range(15):
         sid = f"clip{i:02d}"
         c = ["Sad", "Happy Face"][i % 2]  # a class name with a space: MLA takes the rest of the line
@@ -170,7 +177,7 @@ def test_mla_layout_npy_spectrograms_gray_frames_npz(tmp_path: Path) -> None:
     data = load_bundle(out)
     assert data.class_names == ["Happy Face", "Sad"]
     assert data.shapes() == {"audio": (1, 10, 16), "depth": (1, 6, 6)}
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     a = data.modalities["audio"].numpy()
     short, long = a[ids.index("clip00"), 0], a[ids.index("clip09"), 0]
     assert np.array_equal(short[:, :12], specs["clip00"]) and np.array_equal(short[:, 12:], specs["clip00"][:, :4])
@@ -213,7 +220,7 @@ def test_balancebenchmark_label_last_pkl_pt_sequences(tmp_path: Path) -> None:
     assert data.split is None  # one list: runs draw their split from a seed
     assert data.class_names == ["dog_barking", "playing_guitar", "rain"]
     assert data.shapes() == {"audio": (20, 4), "visual": (9, 4, 4)}
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     assert np.array_equal(data.modalities["audio"].numpy()[ids.index("train/yt-001_000030")], fbank["yt-001_000030"])
     assert np.array_equal(data.modalities["audio"].numpy()[ids.index("train/yt-002_000030")], fbank["yt-002_000030"])
     # 3 frames from 2: indices 0, 1, 1.

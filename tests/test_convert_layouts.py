@@ -50,6 +50,13 @@ SPEAKERS = ("george", "jackson", "lucas", "nicolas")  # the first three train, t
 REFERENCES = FSDD / "references.npz"
 
 
+def _ids(bundle: Path) -> list[str]:
+    """The bundle's sample ids; the converter always writes them."""
+    ids = load_bundle_ids(bundle)
+    assert ids is not None, f"{bundle} has no ids"
+    return [str(i) for i in ids]
+
+
 def _wav(digit: int, speaker: str) -> Path:
     return FSDD / f"{digit}_{speaker}_0.wav"
 
@@ -86,7 +93,8 @@ def _episode(bundle: Path) -> dict[str, Any]:
                  run_config={"probe_steps": 3})
     policy = make_policy("dus_h", env)
     obs, _ = env.reset(seed=0)
-    done, info = False, {}
+    done = False
+    info: dict[str, Any] = {}
     while not done:
         obs, _, terminated, truncated, info = env.step(policy.predict(obs)[0])
         done = terminated or truncated
@@ -154,7 +162,7 @@ def _ogm_ge_cremad(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     data_ = load_bundle(out)
     assert data_.class_names == list(CREMAD)  # OGM-GE's class_dict order, all six
     assert data_.shapes() == {"audio": (1, 257, 188), "visual": (3, 8, 8)}
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     sid, _, d, speaker, _ = clips[4]
     x, rate = read_wav(_wav(d, speaker))
     np.testing.assert_array_equal(data_.modalities["audio"].numpy()[ids.index(sid), 0], ogm_ge_spectrogram(x, rate))
@@ -203,7 +211,7 @@ def test_ogm_ge_ks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _run([str(out), "--layout", "ogm_ge_ks", *cmd], capsys)
     data = load_bundle(out)
     assert data.class_names == ["dog barking", "playing guitar", "rain"]  # sorted(stat.txt), as the loader
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     assert [data.class_names[y] for y in data.labels.numpy()][:3] == ["playing guitar", "dog barking", "rain"]
     assert ids[:3] == ["yt00-clip", "yt01-clip", "yt02-clip"]
     # The filterbank is time x frequency: stored (1, F, T), not tiled.
@@ -222,7 +230,7 @@ def test_ogm_ge_ave_keeps_the_last_row_of_a_repeated_id(tmp_path: Path, capsys: 
     _csv(root / "my_train.txt", [*lines[:2], "rain,yt00-clip", *lines[2:]])  # yt00-clip again, now 'rain'
     out = tmp_path / "ave_ogm"
     _run([str(out), "--layout", "ogm_ge_ave", *cmd], capsys)
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     data = load_bundle(out)
     # OGM-GE deletes the earlier entry and appends the repeated one (dataset.py, 'AVE, delete repeated labels').
     assert ids[:3] == ["yt01-clip", "yt00-clip", "yt02-clip"] and ids.count("yt00-clip") == 1
@@ -287,7 +295,7 @@ def _ogm_ge_vggsound(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path
     assert skipped["id"] == "-v02Xq_2" and skipped["reason"].startswith("frames: ") and "fewer than 4" in skipped[
         "reason"]
     x, rate = read_wav(_wav(1, "jackson"))
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     np.testing.assert_array_equal(
         data.modalities["audio"].numpy()[ids.index("-v11Xq_11"), 0],
         ogm_ge_spectrogram(x, rate, target_rate=16000, seconds=5.0, n_fft=256, hop_length=128),
@@ -349,7 +357,7 @@ def test_mla(tmp_path: Path, capsys: pytest.CaptureFixture[str], dataset: str) -
     bundle = load_bundle(out)
     assert bundle.class_names == sorted({c for _, c, *_ in clips})  # sorted(stat), as AVDataset
     assert bundle.shapes() == {"audio": (1, 128, 64), "visual": (9, 8, 8)}  # 64 x 128 read as time x frequency
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     sid, _, _, _, split = clips[-1]
     fb = np.load(data / "audio" / f"{split}_fbank" / f"{sid}.npy")
     np.testing.assert_array_equal(bundle.modalities["audio"].numpy()[ids.index(sid), 0], fb.T)
@@ -438,7 +446,7 @@ def test_bb_ks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     ], capsys)
     bundle = load_bundle(out)
     assert bundle.class_names == ["0", "1", "2"] and bundle.shapes()["audio"] == (1, 128, 40)
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     chosen = {i: _chosen(v) for i, v in zip(ids, bundle.modalities["visual"].numpy())}
     assert chosen["yt11_000030_000040"] == [0, 0, 0]  # five frames: t = 1 three times
     assert all(c == [0, 2, 4] for i, c in chosen.items() if i != "yt11_000030_000040")  # t = 1, 3, 5
@@ -663,7 +671,7 @@ def test_fsdd_through_each_recipe(
     assert "kept 24 of 24 samples" in err
     bundle = load_bundle(out)
     assert bundle.shapes()["audio"] == shape and bundle.class_names == [str(d) for d in range(6)]
-    ids = list(load_bundle_ids(out))
+    ids = _ids(out)
     for clip in ("2_lucas_0", "5_nicolas_0"):
         x, rate = read_wav(FSDD / f"{clip}.wav")
         np.testing.assert_allclose(bundle.modalities["audio"].numpy()[ids.index(clip), 0], compute(x, rate),
