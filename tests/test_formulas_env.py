@@ -22,6 +22,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import unwrapped
 from torch.nn import functional as F
 
 import dus_gym  # noqa: F401  (registers the ids)
@@ -92,12 +93,13 @@ def macro_f1(pred: np.ndarray, y: np.ndarray, num_classes: int) -> float:
 
 def validation_by_hand(env: gym.Env, split: str = "val") -> dict[str, Any]:
     """Fused and branch metrics of a split recomputed from the model's branch logits."""
-    run = env.unwrapped.run
+    run = unwrapped(env).run
+    assert run is not None
     idx = run.splits[split]
     y = run.labels[idx]
     with torch.no_grad():
         logits = torch.stack([run.model.branch_logits(j, x[idx]) for j, x in enumerate(run.inputs)]).double()
-    if env.unwrapped.config.method == "mla":
+    if unwrapped(env).config.method == "mla":
         log_p = torch.log_softmax(logits, -1)
         w = torch.softmax((log_p.exp() * log_p).sum(-1), dim=0)  # softmax_j(-entropy_j), per example
         fused = (w[..., None] * logits).sum(0)
@@ -113,7 +115,7 @@ def validation_by_hand(env: gym.Env, split: str = "val") -> dict[str, Any]:
 
 
 def assert_obs_matches(env: gym.Env, obs: np.ndarray, expected: dict[str, Any]) -> None:
-    layout = env.unwrapped.layout
+    layout = unwrapped(env).layout
     assert env.observation_space.contains(obs)
     for name, value in expected.items():
         sl = layout.slices[name]
@@ -139,7 +141,7 @@ def test_scores_observation_and_reward_by_hand(method: str, monitor: str, beta: 
         "val_branch_accuracy": info["val_branch_accuracy"], "val_accuracy": info["val_accuracy"],
         "val_loss": info["val_loss"], "progress": 0.0, "quantity": np.ones(m),
     })
-    recorder = Recorder(env.unwrapped.run)
+    recorder = Recorder(unwrapped(env).run)
     S: np.ndarray | None = None
     t = 0
     prev_branch_loss, prev_val = np.zeros(m), info
@@ -185,7 +187,7 @@ def test_scores_observation_and_reward_by_hand(method: str, monitor: str, beta: 
         prev_branch_loss, prev_val = branch_loss, info
     # the last step reports the test split (never part of the reward): fused and branch metrics,
     # the imbalance gap (best minus worst branch accuracy) and the linear probe of each encoder
-    test, names = info["test"], env.unwrapped.modalities
+    test, names = info["test"], unwrapped(env).modalities
     by_hand = validation_by_hand(env, "test")
     assert test["accuracy"] == pytest.approx(by_hand["val_accuracy"], abs=1e-6)
     assert test["macro_f1"] == pytest.approx(by_hand["val_macro_f1"], abs=1e-6)
@@ -193,7 +195,9 @@ def test_scores_observation_and_reward_by_hand(method: str, monitor: str, beta: 
     branch = by_hand["val_branch_accuracy"]
     assert test["branch_accuracy"] == pytest.approx(dict(zip(names, branch)), abs=1e-6)
     assert test["imbalance_gap"] == pytest.approx(max(branch) - min(branch), abs=1e-6)
-    assert test["probe_accuracy"] == pytest.approx(dict(zip(names, env.unwrapped.run.probe("test"))), abs=1e-6)
+    run = unwrapped(env).run
+    assert run is not None
+    assert test["probe_accuracy"] == pytest.approx(dict(zip(names, run.probe("test"))), abs=1e-6)
 
 
 @pytest.mark.parametrize(("metric", "key", "sign"), [("loss", "val_loss", -1), ("f1", "val_macro_f1", 1)])
@@ -220,7 +224,7 @@ def test_free_budget_cost_is_relative_to_m_times_b_both_ways() -> None:
         _, r_cost, _, _, info = costly.step(np.array(action, dtype=np.float32))
         _, r_free, _, _, _ = free.step(np.array(action, dtype=np.float32))
         assert info["quantities"] == counts
-        assert r_cost == pytest.approx(r_free - 0.3 * (sum(counts) - 16) / 16, abs=1e-9)
+        assert r_cost == pytest.approx(float(r_free) - 0.3 * (sum(counts) - 16) / 16, abs=1e-9)
 
 
 def test_fixed_budget_charges_nothing() -> None:
@@ -242,14 +246,14 @@ def test_divergence_reward_is_minus_the_penalty_and_obs_stays_in_bounds() -> Non
     assert terminated and not truncated and info["diverged"] and reward == -0.7
     assert "test" not in info
     assert env.observation_space.contains(obs)
-    layout = env.unwrapped.layout
+    layout = unwrapped(env).layout
     # a non-finite loss is reported at the cap
     assert np.all(np.abs(layout.get(obs, "train_loss")) <= LOSS_CAP)
 
 
 def test_layout_bounds_match_the_documented_table() -> None:
     env = gym.make("DUS-Synthetic-v0", **TINY, n_steps=2, n_max=20)
-    layout = env.unwrapped.layout
+    layout = unwrapped(env).layout
     bounds = {
         "score": (0, 1), "last_score": (0, 1), "discrepancy": (-1, 1), "train_loss": (0, 10),
         "loss_trend": (-10, 10), "val_branch_accuracy": (0, 1), "val_accuracy": (0, 1), "val_loss": (0, 10),
@@ -263,5 +267,6 @@ def test_layout_bounds_match_the_documented_table() -> None:
     for name, (lo, hi) in bounds.items():
         np.testing.assert_allclose(layout.low[layout.slices[name]], lo, err_msg=name)
         np.testing.assert_allclose(layout.high[layout.slices[name]], hi, rtol=1e-6, err_msg=name)
+    assert isinstance(env.observation_space, gym.spaces.Box)
     np.testing.assert_array_equal(env.observation_space.low, layout.low)
     np.testing.assert_array_equal(env.observation_space.high, layout.high)
