@@ -80,6 +80,19 @@ def rows_seen(m: MultimodalModel, inputs: Sequence[torch.Tensor]) -> list[list[t
     return seen
 
 
+def grad_of(p: torch.Tensor) -> torch.Tensor:
+    """``p.grad``, which the step under test must have set."""
+    assert p.grad is not None, "no gradient"
+    return p.grad
+
+
+def linear_head(m: MultimodalModel) -> nn.Linear:
+    """The model's first (with ``shared_head=True``, its only) head: a linear layer."""
+    head = m.heads[0]
+    assert isinstance(head, nn.Linear), type(head)
+    return head
+
+
 def params(m: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in m.named_parameters()}
 
@@ -129,7 +142,7 @@ def test_joint_loss_and_update_under_nonuniform_counts(counts: list[int]) -> Non
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-5, atol=1e-7, msg=name)
     with torch.no_grad():
         for q in ref.parameters():
-            q -= 0.1 * q.grad  # plain SGD step
+            q.sub_(0.1 * grad_of(q))  # plain SGD step
     assert_params_close(m, ref)
 
 
@@ -147,6 +160,7 @@ def test_joint_sum_over_b_is_not_a_mean() -> None:
     fused = sum(
         torch.isin(idx, seen[j][0]).float()[:, None] * ref.branch_logits(j, x[idx]) for j, x in enumerate(inputs)
     )
+    assert isinstance(fused, torch.Tensor)
     mean = F.cross_entropy(fused, labels[idx])
     assert result.loss.item() == pytest.approx(mean.item() * 14 / B, rel=1e-5)
 
@@ -190,18 +204,18 @@ def test_mla_step_sizes_follow_the_counts() -> None:
     m = model(shared_head=True)
     ref = copy.deepcopy(m)
     draws = Draws(N, seed=3)
-    head_before = m.heads[0].weight.detach().clone()
+    head_before = linear_head(m).weight.detach().clone()
     # capture the head after modality 0's step: modality 1's draw happens right after it
     snapshots: list[torch.Tensor] = []
 
     def draw(n: int) -> torch.Tensor:
-        snapshots.append(m.heads[0].weight.detach().clone())
+        snapshots.append(linear_head(m).weight.detach().clone())
         return draws(n)
 
     MLAMethod().train_iteration(context(m, inputs, labels, draw), [16, 4, 4])
     idx = draws.calls[0]
     mean_loss = F.cross_entropy(ref.heads[0](ref.features(0, inputs[0][idx])), labels[idx])
-    (grad,) = torch.autograd.grad(mean_loss, ref.heads[0].weight)
+    (grad,) = torch.autograd.grad(mean_loss, linear_head(ref).weight)
     torch.testing.assert_close(snapshots[1], head_before - 0.1 * (16 / B) * grad, rtol=1e-5, atol=1e-7)
 
 
@@ -220,7 +234,7 @@ def test_mla_projection_by_hand() -> None:
     for _ in range(2):
         method.train_iteration(ctx, counts)
 
-    head = ref.heads[0]
+    head = linear_head(ref)
     R: dict[int, torch.Tensor] = {}
     for it in range(2):
         for j, x in enumerate(inputs):
@@ -235,7 +249,7 @@ def test_mla_projection_by_hand() -> None:
                 eye = torch.eye(Rs.shape[0], dtype=torch.float64)
                 a = alpha * torch.trace(Rs) / Rs.shape[0]
                 P = a * torch.linalg.inv(a * eye + Rs)
-                G = torch.cat([head.weight.grad, head.bias.grad[:, None]], dim=1).double() @ P
+                G = torch.cat([grad_of(head.weight), grad_of(head.bias)[:, None]], dim=1).double() @ P
                 head.weight.grad = G[:, :-1].float()
                 head.bias.grad = G[:, -1].float()
             xt = torch.cat([features.detach(), torch.ones(len(idx), 1)], dim=1)
@@ -244,7 +258,7 @@ def test_mla_projection_by_hand() -> None:
             with torch.no_grad():
                 for p in ref.parameters():
                     if p.grad is not None:  # the other encoders have no gradient in j's step
-                        p -= 0.1 * p.grad
+                        p.sub_(0.1 * p.grad)
     assert sorted(method.feature_correlation) == [0, 1, 2]
     for k in R:
         torch.testing.assert_close(method.feature_correlation[k], R[k], rtol=1e-5, atol=1e-6)
@@ -254,7 +268,7 @@ def test_mla_projection_by_hand() -> None:
     draws2 = Draws(N, seed=4)
     for _ in range(2):
         MLAMethod().train_iteration(context(plain, inputs, labels, draws2), counts)
-    assert (plain.heads[0].weight - m.heads[0].weight).abs().max() > 1e-3
+    assert (linear_head(plain).weight - linear_head(m).weight).abs().max() > 1e-3
 
 
 def test_mla_fusion_weights_each_example_by_its_own_entropies() -> None:
@@ -307,8 +321,8 @@ def test_ogm_ge_coefficients_and_where_they_apply(seed: int) -> None:
     assert method.last_coefficients.tolist() == pytest.approx(expected, rel=1e-4, abs=1e-6)
     assert min(expected) < 0.95  # a modality is damped in this case
     for (name, p), q in zip(m.named_parameters(), twin.parameters()):
-        j = int(name.split(".")[1]) if name.startswith("encoders.") else None
-        k = expected[j] if j is not None else 1.0  # heads are never modulated
+        enc = int(name.split(".")[1]) if name.startswith("encoders.") else None
+        k = expected[enc] if enc is not None else 1.0  # heads are never modulated
         # the step applied k * g: p_new - p_old = k * (q_new - q_old); compare gradients instead
         torch.testing.assert_close(p.grad, k * q.grad, rtol=1e-4, atol=1e-7, msg=name)
 
@@ -388,14 +402,16 @@ def test_ge_noise_skips_one_element_tensors_only() -> None:
     method = OGMGEMethod(alpha=2.0, noise=True)
     method.train_iteration(context(m, inputs, labels, Draws(N, 5)), [2, 9, 5])
     JointMethod().train_iteration(context(twin, inputs, labels, Draws(N, 5)), [2, 9, 5])
+    assert method.last_coefficients is not None
     k = method.last_coefficients.tolist()
     for j in range(3):
         ours, theirs = m.encoders[j], twin.encoders[j]
+        assert isinstance(ours, OddEncoder) and isinstance(theirs, OddEncoder)
         assert ours.unused.grad is None
-        assert (ours.lin.weight.grad - k[j] * theirs.lin.weight.grad).abs().max() > 0  # noise after the gap
-        assert torch.isfinite(ours.scale.grad).all()
-        torch.testing.assert_close(ours.scale.grad, k[j] * theirs.scale.grad)  # one element: no noise
-        assert (ours.pair.grad - k[j] * theirs.pair.grad).abs().min() > 0  # two elements: noise
+        assert (grad_of(ours.lin.weight) - k[j] * grad_of(theirs.lin.weight)).abs().max() > 0  # noise after the gap
+        assert torch.isfinite(grad_of(ours.scale)).all()
+        torch.testing.assert_close(ours.scale.grad, k[j] * grad_of(theirs.scale))  # one element: no noise
+        assert (grad_of(ours.pair) - k[j] * grad_of(theirs.pair)).abs().min() > 0  # two elements: noise
 
 
 def test_mla_projection_needs_a_linear_head_with_a_bias() -> None:
