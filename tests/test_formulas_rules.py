@@ -6,6 +6,8 @@ each bound, remainders that decide the rounding)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -217,9 +219,9 @@ def test_masked_loss_and_score_by_hand() -> None:
     masked = loss_and_score(logits, labels, full)
     torch.testing.assert_close(loss, masked[0])
     torch.testing.assert_close(score, masked[1])
-    p = torch.softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
-    torch.testing.assert_close(score, p.mean(-1))
-    torch.testing.assert_close(loss, -p.log().mean(-1))
+    p_true = torch.softmax(logits, -1).gather(-1, labels[..., None]).squeeze(-1)
+    torch.testing.assert_close(score, p_true.mean(-1))
+    torch.testing.assert_close(loss, -p_true.log().mean(-1))
 
 
 def test_monitor_edge_settings_and_state() -> None:
@@ -237,7 +239,8 @@ def test_monitor_edge_settings_and_state() -> None:
 
 
 def test_allocate_refuses_bad_requests_with_their_reason() -> None:
-    for desired in ([-1.0, 2.0], [0.0, 0.0], [[1.0, 2.0]], []):
+    bad_requests: list[Any] = [[-1.0, 2.0], [0.0, 0.0], [[1.0, 2.0]], []]  # Any: deliberately ill-typed too
+    for desired in bad_requests:
         with pytest.raises(ValueError, match="non-negative finite numbers"):
             allocate(desired, 4, 1, 4)
     with pytest.raises(ValueError, match="need 1 <= n_min <= n_max"):
@@ -359,6 +362,7 @@ def test_dus_h_before_any_score_is_silent_and_bad_scores_are_refused() -> None:
         warnings.simplefilter("error")  # 0 / 0 stays inside np.where's unused branch
         assert dus_h_weights(np.zeros((2, 3))).tolist() == [[1.0] * 3] * 2
         assert dus_h_quantities([0.0, 0.0], 8).tolist() == [8, 8]
-    for scores in ([0.5, np.nan], [[0.5, 0.5]]):
+    bad_scores: list[Any] = [[0.5, np.nan], [[0.5, 0.5]]]  # Any: the 2-D one is deliberately ill-typed
+    for scores in bad_scores:
         with pytest.raises(ValueError, match="finite vector"):
             dus_h_quantities(scores, 8)
