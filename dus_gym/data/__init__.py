@@ -6,12 +6,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from dus_gym.data.avdigits import AVDIGITS_MODALITIES, load_avdigits
 from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
 from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, stratified_split
 from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
 from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic, resolve_config
 
 __all__ = [
+    "AVDIGITS_MODALITIES",
     "BundleError",
     "DatasetSource",
     "DATASETS",
@@ -22,6 +24,7 @@ __all__ = [
     "SPLIT_NAMES",
     "Splits",
     "SyntheticConfig",
+    "load_avdigits",
     "load_bundle",
     "load_dataset",
     "load_digits",
@@ -32,7 +35,7 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("digits", "synthetic")
+DATASETS = ("digits", "avdigits", "synthetic")
 
 
 def load_dataset(
@@ -41,12 +44,13 @@ def load_dataset(
     """Load a dataset by name.
 
     Args:
-        name: ``"digits"`` (built-in real data), ``"synthetic"`` (the shortcut
+        name: ``"digits"`` (built-in real data), ``"avdigits"`` (built-in
+            spoken + handwritten digits, speaker-disjoint test split), ``"synthetic"`` (the shortcut
             preset), ``"synthetic:PRESET"`` with a name from :data:`PRESETS`,
             or ``"bundle:PATH"``: your own data as a feature bundle (a ``.npz``
             file or a folder, see :mod:`dus_gym.data.bundle`).
         views: for ``digits``, the views to use (default ``("pix", "zer")``);
-            for synthetic data and bundles, a subset of the modality names.
+            for ``avdigits``, synthetic data and bundles, a subset of the modality names.
         seed: generator seed of synthetic data (ignored by ``digits``).
         kwargs: synthetic-config overrides (``shortcut_rho=0.8``).
     """
@@ -55,6 +59,10 @@ def load_dataset(
         if kwargs:
             raise ValueError(f"digits takes no options besides views, got {sorted(kwargs)}")
         return load_digits(DEFAULT_DIGIT_VIEWS if views is None else views)
+    if family == "avdigits" and not detail:
+        if kwargs:
+            raise ValueError(f"avdigits takes no options besides views, got {sorted(kwargs)}")
+        return load_avdigits(views)
     if family == "bundle":
         if kwargs:
             raise ValueError(f"{name}: a bundle takes no options besides views, got {sorted(kwargs)}")
@@ -62,7 +70,7 @@ def load_dataset(
     if family == "synthetic":
         data = make_synthetic(detail or "shortcut", seed=seed, **kwargs)
         return data if views is None else data.select(views)
-    valid = ["digits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)] + ["bundle:PATH"]
+    valid = ["digits", "avdigits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)] + ["bundle:PATH"]
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {valid}")
 
 
@@ -76,6 +84,14 @@ def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: 
         unknown = [v for v in names if v not in DIGIT_VIEWS]
         if unknown:
             raise ValueError(f"digits: unknown view {unknown[0]!r}; valid views: {list(DIGIT_VIEWS)}")
+        return names
+    if family == "avdigits" and not detail:
+        if kwargs:
+            raise ValueError(f"avdigits takes no options besides views, got {sorted(kwargs)}")
+        names = list(AVDIGITS_MODALITIES if views is None else views)
+        unknown = [v for v in names if v not in AVDIGITS_MODALITIES]
+        if unknown:
+            raise ValueError(f"avdigits: unknown modality {unknown[0]!r}; valid: {list(AVDIGITS_MODALITIES)}")
         return names
     if family == "synthetic":
         all_names = list(resolve_config(detail or "shortcut", **kwargs).names)
