@@ -24,7 +24,25 @@ from dus_gym.envs.vector import DUSVectorEnv
 __all__ = ["ConcatVecEnv", "DUSVecEnv", "make_family_vec_env", "make_sb3_vec_env"]
 
 
-class DUSVecEnv(VecEnv):
+class _InProcessVecEnv(VecEnv):
+    """A ``VecEnv`` that steps in this process: ``step_async`` only keeps the actions for ``step_wait``."""
+
+    _actions: np.ndarray | None = None
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def _take_actions(self) -> np.ndarray:
+        if self._actions is None:
+            raise RuntimeError(f"{type(self).__name__}.step_wait() without step_async()")
+        actions, self._actions = self._actions, None
+        return actions
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None] * self.num_envs
+
+
+class DUSVecEnv(_InProcessVecEnv):
     """SB3's ``VecEnv`` API over a :class:`~dus_gym.envs.vector.DUSVectorEnv`.
 
     Args:
@@ -34,7 +52,6 @@ class DUSVecEnv(VecEnv):
     def __init__(self, venv: DUSVectorEnv) -> None:
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
-        self._actions: np.ndarray | None = None
 
     def reset(self) -> VecEnvObs:
         seeds: list[int | None] = list(self._seeds)
@@ -47,14 +64,8 @@ class DUSVecEnv(VecEnv):
         self._reset_options()
         return obs
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
     def step_wait(self) -> VecEnvStepReturn:
-        if self._actions is None:
-            raise RuntimeError("DUSVecEnv.step_wait() without step_async()")
-        obs, rewards, terminated, truncated, _ = self.venv.step(self._actions)
-        self._actions = None
+        obs, rewards, terminated, truncated, _ = self.venv.step(self._take_actions())
         infos: list[dict[str, Any]] = copy.deepcopy(self.venv.sub_infos)
         dones = terminated | truncated
         for i, info in enumerate(infos):
@@ -85,9 +96,6 @@ class DUSVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [False for _ in self._get_indices(indices)]  # the sub-envs are bare DUSEnv objects
 
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        return [None] * self.num_envs
-
 
 def make_sb3_vec_env(env_id: str = "DUS-v0", num_envs: int = 16, **env_kwargs: Any) -> DUSVecEnv:
     """A :class:`DUSVecEnv` of ``num_envs`` batched sub-envs of a registered id (any ``gym.make`` keyword)."""
@@ -98,7 +106,7 @@ def make_sb3_vec_env(env_id: str = "DUS-v0", num_envs: int = 16, **env_kwargs: A
     return DUSVecEnv(unwrapped)
 
 
-class ConcatVecEnv(VecEnv):
+class ConcatVecEnv(_InProcessVecEnv):
     """Several SB3 ``VecEnv`` objects with the same spaces as one: sub-env k of the whole is
     sub-env k - offset of its part. Each part steps in turn, in this process.
 
@@ -120,7 +128,6 @@ class ConcatVecEnv(VecEnv):
         self.venvs = list(venvs)
         self._bounds = np.cumsum([0] + [v.num_envs for v in self.venvs])
         super().__init__(int(self._bounds[-1]), first.observation_space, first.action_space)
-        self._actions: np.ndarray | None = None
 
     def _parts(self, indices: VecEnvIndices) -> list[tuple[VecEnv, list[int]]]:
         """``(part, its local indices)`` for global ``indices``, in order."""
@@ -145,16 +152,9 @@ class ConcatVecEnv(VecEnv):
         self._reset_options()
         return obs
 
-    def step_async(self, actions: np.ndarray) -> None:
-        self._actions = np.asarray(actions)
-
     def step_wait(self) -> VecEnvStepReturn:
-        if self._actions is None:
-            raise RuntimeError("ConcatVecEnv.step_wait() without step_async()")
-        results = [
-            v.step(self._actions[self._bounds[k] : self._bounds[k + 1]]) for k, v in enumerate(self.venvs)
-        ]
-        self._actions = None
+        actions = self._take_actions()
+        results = [v.step(actions[self._bounds[k] : self._bounds[k + 1]]) for k, v in enumerate(self.venvs)]
         obs = np.concatenate([np.asarray(r[0]) for r in results])
         rewards = np.concatenate([r[1] for r in results])
         dones = np.concatenate([r[2] for r in results])
@@ -183,9 +183,6 @@ class ConcatVecEnv(VecEnv):
 
     def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
         return [x for v, local in self._parts(indices) for x in v.env_is_wrapped(wrapper_class, local)]
-
-    def get_images(self) -> Sequence[np.ndarray | None]:
-        return [None] * self.num_envs
 
 
 def make_family_vec_env(
