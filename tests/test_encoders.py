@@ -26,7 +26,9 @@ def test_the_small_cnn_takes_any_image_size_and_a_batch_of_one(shape: tuple[int,
 
 def test_large_inputs_get_a_strided_narrower_first_layer() -> None:
     def first(shape: tuple[int, ...]) -> nn.Conv2d:
-        conv = make_encoder(shape).net[0]
+        enc = make_encoder(shape)
+        assert isinstance(enc, ConvEncoder)
+        conv = enc.net[0]
         assert isinstance(conv, nn.Conv2d)
         return conv
 
