@@ -30,11 +30,12 @@ Recipe (``dus_gym/data/builtin/NOTICE.md`` has the provenance and licences):
 - **Split (speaker-disjoint test).** Every pair whose recording is by
   ``george`` is test (about 300): the test question is a voice never heard
   in training. Of the other five speakers' pairs, 20% of each (class,
-  speaker) cell are validation, the rest training. george was chosen because
-  his held-out accuracy is the median one of the six speakers (logistic
-  regression on the flattened spectrogram, trained on the other five: 39-89%,
-  george 55%; docs/benchmarks.md). The images have no writer ids, so the
-  image split is random within class.
+  speaker) cell are validation, the rest training. george was chosen as a
+  speaker of middle difficulty: held out in turn, each speaker's accuracy
+  (logistic regression on the flattened spectrogram, trained on the other
+  five) ranges from 35% (lucas) to 88% (theo); george's, 58%, is the third
+  of six (``python -m benchmarks.encoders --speakers``; docs/benchmarks.md).
+  The images have no writer ids, so the image split is random within class.
 - **Ids** ``"<recording>+optdigits:<index>"``, e.g. ``"7_jackson_32+optdigits:1234"``
   (the FSDD file name and the row of ``load_digits``): the speaker of a pair is
   the second field of its id (:func:`dus_gym.data.avdigits.avdigits_speakers`).
