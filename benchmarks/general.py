@@ -153,7 +153,7 @@ def markdown(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"Over all families (families as strata): {agent} - {ref} = {_fmt(o, True)} points "
-        f"({'interval excludes 0' if result['target_overall_positive'] else 'interval does not exclude 0'}). "
+        f"({'above 0' if o['low'] > 0 else 'below 0' if o['high'] < 0 else 'the interval includes 0'}). "
         f"All targets met: {'yes' if result['targets_met'] else 'no'}.",
     ]
     return "\n".join(lines) + "\n"

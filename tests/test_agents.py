@@ -285,7 +285,7 @@ def test_load_policy_takes_every_kind_of_spec(ppo_run: Path) -> None:
         shipped = load_policy(spec, digits)
         assert isinstance(shipped, LoadedAgent) and shipped.config["env_id"] == "DUS-v0"
         assert policy_label(spec) == "dus_v0_ppo"
-    assert pretrained_agents() == ["dus_v0_ppo", "shortcut_ppo"]
+    assert pretrained_agents() == ["dus_v0_ppo", "general_ppo", "shortcut_ppo"]
     with pytest.raises(FileNotFoundError, match=r"no shipped agent 'nope' .*shipped agents: pretrained:dus_v0_ppo"):
         load_policy("pretrained:nope", env)
     with pytest.raises(FileNotFoundError, match="runs/nope: no such run folder"):
