@@ -37,6 +37,12 @@ __all__ = [
 
 DATASETS = ("digits", "avdigits", "synthetic")
 
+_BUILTIN: dict[str, tuple[Sequence[str], Sequence[str], str]] = {
+    "digits": (DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, "view"),
+    "avdigits": (AVDIGITS_MODALITIES, AVDIGITS_MODALITIES, "modality"),
+}
+"""The built-in data sets with fixed modalities: (default, valid names, what a name is called)."""
+
 
 def load_dataset(
     name: str, views: Sequence[str] | None = None, seed: int = 0, **kwargs: Any
@@ -77,21 +83,14 @@ def load_dataset(
 def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: Any) -> list[str]:
     """The modality names :func:`load_dataset` would give, without loading or generating data."""
     family, _, detail = name.partition(":")
-    if family == "digits" and not detail:
+    if family in _BUILTIN and not detail:
         if kwargs:
-            raise ValueError(f"digits takes no options besides views, got {sorted(kwargs)}")
-        names = list(DEFAULT_DIGIT_VIEWS if views is None else views)
-        unknown = [v for v in names if v not in DIGIT_VIEWS]
+            raise ValueError(f"{family} takes no options besides views, got {sorted(kwargs)}")
+        default, valid, noun = _BUILTIN[family]
+        names = list(default if views is None else views)
+        unknown = [v for v in names if v not in valid]
         if unknown:
-            raise ValueError(f"digits: unknown view {unknown[0]!r}; valid views: {list(DIGIT_VIEWS)}")
-        return names
-    if family == "avdigits" and not detail:
-        if kwargs:
-            raise ValueError(f"avdigits takes no options besides views, got {sorted(kwargs)}")
-        names = list(AVDIGITS_MODALITIES if views is None else views)
-        unknown = [v for v in names if v not in AVDIGITS_MODALITIES]
-        if unknown:
-            raise ValueError(f"avdigits: unknown modality {unknown[0]!r}; valid: {list(AVDIGITS_MODALITIES)}")
+            raise ValueError(f"{family}: unknown {noun} {unknown[0]!r}; valid {noun}s: {list(valid)}")
         return names
     if family == "synthetic":
         all_names = list(resolve_config(detail or "shortcut", **kwargs).names)
