@@ -74,6 +74,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import dus_gym  # noqa: F401  (registers DUS-v0)
+from dus_gym.batched import batch_threads
 from dus_gym.cli import parse_args, run, setting_up
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
@@ -149,7 +150,7 @@ class Args:
     """run only the batched-runs comparison (r)"""
     batched_envs: list[int] = field(default_factory=lambda: [1, 4, 16, 64])
     """numbers of sub-envs of the batched vector env in (r) (on a GPU: up to 1024)"""
-    batched_steps: int = 3
+    batched_steps: int = 6
     """steps (epochs) timed per measurement in (r), after one warm-up step"""
     batched_workers: int = 2
     """SB3 SubprocVecEnv workers measured beside the batched env in (r)"""
@@ -585,12 +586,16 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
         "n_steps": args.batched_steps + 2, "iterations_per_step": args.iterations_per_step,
         "base_batch": args.base_batch, "device": args.device,
     }
-    one = DUSEnv(dataset=dataset, **kwargs)
-    one.reset(seed=args.seed)
-    uniform = one.rule.uniform_action
-    with torch_threads(1):
-        speed = _env_steps_per_s(lambda: one.step(uniform), 1, args.batched_steps, device)
-    rows: list[dict[str, Any]] = [{"mode": "one env (1 thread)", "num_envs": 1, "env_steps_per_s": speed}]
+    rows: list[dict[str, Any]] = []
+    # On a GPU the reference is also one env on the CPU: the question is what the GPU buys.
+    for where in ["cpu"] + ([args.device] if device.type != "cpu" else []):
+        one = DUSEnv(dataset=dataset, **{**kwargs, "device": where})
+        one.reset(seed=args.seed)
+        uniform = one.rule.uniform_action
+        with torch_threads(1):
+            speed = _env_steps_per_s(lambda: one.step(uniform), 1, args.batched_steps, resolve_device(where))
+        rows.append({"mode": f"one env ({'1 thread' if where == 'cpu' else where})", "num_envs": 1,
+                     "env_steps_per_s": speed})
     workers = args.batched_workers
     if workers > 1 and device.type == "cpu":
         venv = SubprocVecEnv([partial(_make_worker_env, dataset, kwargs, 1) for _ in range(workers)])
@@ -615,7 +620,8 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
             vec.reset(seed=args.seed)
             actions = np.stack([uniform] * n)
             speed = _env_steps_per_s(partial(vec.step, actions), n, args.batched_steps, device)
-            row = {"mode": f"batched ({threads} thread{'s' if threads > 1 else ''})", "num_envs": n,
+            auto = " = auto" if batch_threads("auto", n) == threads else ""
+            row = {"mode": f"batched ({threads} thread{'s' if threads > 1 else ''}{auto})", "num_envs": n,
                    "env_steps_per_s": speed}
             if device.type == "cuda":
                 row["memory_per_run_mb"] = torch.cuda.max_memory_allocated(device) / n / 2**20
@@ -754,7 +760,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [
             f"(r) Batched runs ({result['batched_dataset']}, one epoch per step, uniform counts; wall time):",
             "",
-            "| mode | envs | env steps/s | x one env |" + (" memory per run (MiB) |" if gpu else ""),
+            "| mode | envs | env steps/s | x one CPU env |" + (" memory per run (MiB) |" if gpu else ""),
             "|---|---|---|---|" + ("---|" if gpu else ""),
         ]
         for r in result["batched"]:

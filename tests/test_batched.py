@@ -45,12 +45,16 @@ def test_batched_runs_equal_single_runs_iteration_by_iteration(method: str, data
     for k in range(50):
         counts = _counts(k)
         reports = batch.step(counts, iterations=1)
+        # Stacked and single products round differently (1e-7 relative at first); SGD
+        # carries the difference on, to 1e-5..3e-4 after 30-50 iterations of the CNN.
+        # A wrong mask or normalisation is off by 1e-2 or more from the first iteration.
+        rtol = 1e-5 if k < 10 else 1e-3
         for run, c, rb in zip(singles, counts, reports):
             rs = run.step(c, 1)
             np.testing.assert_array_equal(rb.counts, rs.counts)
-            np.testing.assert_allclose(rb.train_loss, rs.train_loss, rtol=1e-4, atol=1e-5, err_msg=f"iteration {k}")
-            np.testing.assert_allclose(rb.branch_loss, rs.branch_loss, rtol=1e-4, atol=1e-5)
-            np.testing.assert_allclose(rb.scores, rs.scores, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(rb.train_loss, rs.train_loss, rtol=rtol, atol=1e-6, err_msg=f"iteration {k}")
+            np.testing.assert_allclose(rb.branch_loss, rs.branch_loss, rtol=rtol, atol=1e-6, err_msg=f"iteration {k}")
+            np.testing.assert_allclose(rb.scores, rs.scores, rtol=rtol, atol=1e-6, err_msg=f"iteration {k}")
             assert rb.finite and rs.finite
     for i, run in enumerate(singles):
         assert batch.report(i, "test", probe=False)["accuracy"] == pytest.approx(
