@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -259,3 +260,16 @@ def test_families_of_different_shapes_train_one_agent_through_concat_vec_env() -
     assert venv.get_attr("n_steps", [1, 2]) == [2, 2]
     with pytest.raises(ValueError, match=r"\['dataset'\] are set by family 'redundant'"):
         make_family_vec_env("DUS-v0", ["redundant"], 1, dataset="digits")
+
+
+def test_auto_threads_grow_with_the_batch_up_to_the_usable_cores() -> None:
+    from dus_gym.batched import RUNS_PER_THREAD, batch_threads
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    assert batch_threads("auto", 1) == 1
+    assert batch_threads("auto", RUNS_PER_THREAD - 1) == 1
+    assert batch_threads("auto", 2 * RUNS_PER_THREAD) == min(2, cores)
+    assert batch_threads("auto", 1000 * RUNS_PER_THREAD) == cores
+    assert batch_threads(3, 1) == 3 and batch_threads(None, 64) is None
+    batch = BatchedTrainingRun([make_synthetic("tiny", seed=0)] * 3, RunConfig(base_batch=8, device="cpu"), SEEDS)
+    assert batch.threads == 1
