@@ -250,23 +250,28 @@ def diagnose(seeds: int) -> None:
 
 
 def speakers(seeds: int) -> None:
-    """avdigits audio with each FSDD speaker held out in turn (trained on all pairs of the other five)."""
-    base = tasks()[0]
+    """avdigits audio with each FSDD speaker held out in turn (trained on all pairs of the other five),
+    as a ``(1, 40, 32)`` image (the default CNN) and as a ``(32, 40)`` sequence (the default GRU)."""
+    image, sequence = tasks()[:2]
     who = avdigits_speakers()
     print(f"avdigits audio, test = one speaker, train = all pairs of the other five; {seeds} seeds\n")
-    print("| held-out speaker | test pairs | logreg | mlp (flattened) | default CNN |\n|---|---|---|---|---|")
-    rows: dict[str, list[float]] = {"logreg": [], "mlp": [], "cnn": []}
+    print("| held-out speaker | test pairs | logreg (image) | mlp (flattened) | default CNN | logreg (sequence) "
+          "| default GRU |\n|---|---|---|---|---|---|---|")
+    rows: dict[str, list[float]] = {k: [] for k in ("logreg", "mlp", "cnn", "logreg_seq", "gru")}
     for s in sorted(set(who)):
         split = torch.from_numpy(np.where(who == s, 2, 0))
-        task = Task(base.name, base.x, base.y, split)
-        lr = logreg(task)["test"]
-        mlp = [train_alone(Flat(MLPEncoder(40 * 32)), task, k)["test"] for k in range(seeds)]
-        cnn = [train_alone(make_encoder((1, 40, 32)), task, k)["test"] for k in range(seeds)]
-        rows["logreg"].append(lr)
-        rows["mlp"].append(float(np.mean(mlp)))
-        rows["cnn"].append(float(np.mean(cnn)))
-        print(f"| {s} | {int((who == s).sum())} | {lr:.1f} | {_fmt(mlp)} | {_fmt(cnn)} |", flush=True)
-    print(f"| mean | | {np.mean(rows['logreg']):.1f} | {np.mean(rows['mlp']):.1f} | {np.mean(rows['cnn']):.1f} |")
+        img, seq = (Task(t.name, t.x, t.y, split) for t in (image, sequence))
+        got = {
+            "logreg": [logreg(img)["test"]],
+            "mlp": [train_alone(Flat(MLPEncoder(40 * 32)), img, k)["test"] for k in range(seeds)],
+            "cnn": [train_alone(make_encoder((1, 40, 32)), img, k)["test"] for k in range(seeds)],
+            "logreg_seq": [logreg(seq)["test"]],
+            "gru": [train_alone(make_encoder((32, 40)), seq, k)["test"] for k in range(seeds)],
+        }
+        for k, v in got.items():
+            rows[k].append(float(np.mean(v)))
+        print(f"| {s} | {int((who == s).sum())} | " + " | ".join(_fmt(v) for v in got.values()) + " |", flush=True)
+    print("| mean | | " + " | ".join(f"{np.mean(v):.1f}" for v in rows.values()) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,3 +85,17 @@ def test_the_default_cnn_fits_real_spectrograms() -> None:
 def test_the_default_gru_fits_real_spectrograms_read_as_sequences() -> None:
     # The earlier GRU read its last state, after the silence that pads each word to 1 s: about 18%.
     assert _fit("sequence", 150) >= 0.8
+
+
+def test_the_gru_reads_each_sequence_standardised_over_its_own_time_axis() -> None:
+    # What is constant within one sequence (a speaker's level per mel band) does not reach the GRU.
+    gru = make_encoder((20, 6))
+    init_parameters(gru, torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 20, 6, generator=g)
+    scale, shift = torch.rand(4, 1, 6, generator=g) + 0.5, torch.randn(4, 1, 6, generator=g) * 3
+    torch.testing.assert_close(gru(x * scale + shift), gru(x), rtol=1e-3, atol=1e-3)  # up to EPS
+    assert not torch.allclose(gru(x), gru(x.flip(1)))  # the order in time still counts
+    # One frame, or a feature constant in time: finite features, not NaN from a zero variance.
+    assert torch.isfinite(gru(torch.randn(2, 1, 6))).all()
+    assert torch.isfinite(gru(torch.ones(2, 5, 6))).all()

@@ -75,24 +75,43 @@ CONV_STRIDE_FROM = 32
 
 
 class GRUEncoder(nn.Module):
-    """GRU over time for sequences: ``(N, T, D) -> (N, feature_dim)``, the max over time of its outputs.
+    """GRU over time for sequences: ``(N, T, D) -> (N, feature_dim)``.
 
-    Not the last hidden state, as an earlier version read: a sequence padded
-    at its end (a spoken digit in a 1 s clip, ``(32, 40)`` log-mel frames with
-    about half of them silence) leaves the last state after the padding, and
-    the GRU could not carry the word through it (avdigits' audio as a
-    sequence: 18% training, 10% test accuracy; read backwards in time, 99%
-    training). The max over time keeps each unit's strongest response
-    wherever it occurred (99.7% training, 41% test; docs/benchmarks.md,
-    "Encoders").
+    Each sequence is first standardised over its own time axis, per feature
+    (zero mean, unit variance per sample: cepstral mean and variance
+    normalisation, as speech front ends apply it per utterance), then read by
+    the GRU, whose outputs are max-pooled over time.
+
+    - The per-sequence standardisation removes what is constant within a
+      clip (a speaker's voice, a channel's gain) and keeps how the sequence
+      changes. Without it the GRU learned the training speakers and not the
+      words: avdigits' audio as ``(32, 40)`` log-mel frames, tested on the
+      unheard speaker, 41% against 54% for a logistic regression on the
+      whole spectrogram; with it 76%, and 70.7% against 60.8% on average
+      when each of the six speakers is held out in turn
+      (``python -m benchmarks.encoders --speakers``). What it discards is
+      each feature's level over the whole sequence; a task that needs that
+      level should give it as a vector modality of its own.
+    - The max over time, not the last hidden state: a sequence padded at
+      its end (a spoken digit in a 1 s clip, about half of it silence) leaves
+      the last state after the padding, and the GRU could not carry the word
+      through it (18% training accuracy); the max keeps each unit's
+      strongest response wherever it occurred (docs/benchmarks.md,
+      "Encoders").
     """
+
+    EPS = 1e-3
+    """added to each sequence's per-feature variance; the run has already standardised every feature
+    to unit variance over the training set, so this only guards constant features"""
 
     def __init__(self, in_dim: int, feature_dim: int = 64) -> None:
         super().__init__()
         self.gru = nn.GRU(in_dim, feature_dim, batch_first=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.gru(x)
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, keepdim=True, correction=0)
+        out, _ = self.gru((x - mean) * torch.rsqrt(var + self.EPS))
         return torch.relu(out.amax(dim=1))
 
 
