@@ -12,7 +12,7 @@ import torch
 import dus_gym
 from dus_gym import make_policy
 from dus_gym.data import dataset_modalities, load_dataset
-from dus_gym.data.avdigits import AVDIGITS_TEST_SPEAKER, avdigits_speakers, load_avdigits
+from dus_gym.data.avdigits import AVDIGITS_TEST_SPEAKER, AVDIGITS_VAL_SPEAKER, avdigits_speakers, load_avdigits
 from dus_gym.data.bundle import load_bundle_ids
 from dus_gym.data.convert import main as convert_main
 from scripts.build_avdigits import spectrogram
@@ -29,7 +29,7 @@ def test_shipped_avdigits_shapes_split_and_pairing() -> None:
     assert data.shapes() == {"audio": (1, 40, 32), "image": (1, 8, 8)}
     assert np.bincount(data.labels.numpy()).tolist() == CLASS_SIZES
     assert data.split is not None
-    assert torch.bincount(data.split).tolist() == [1198, 300, 299]
+    assert torch.bincount(data.split).tolist() == [1199, 299, 299]
     assert all(torch.isfinite(x).all() for x in data.modalities.values())
     image = data.modalities["image"]
     assert image.min() == 0 and image.max() == 16 and torch.equal(image, image.round())  # pixel counts 0-16
@@ -41,14 +41,15 @@ def test_shipped_avdigits_shapes_split_and_pairing() -> None:
     assert all(int(r.split("_")[0]) == y for r, y in zip(recordings, data.labels.tolist()))  # paired by class
 
 
-def test_the_test_split_is_one_speaker_never_heard_in_training() -> None:
+def test_validation_and_test_are_each_one_speaker_never_heard_in_training() -> None:
     data = load_avdigits()
     assert data.split is not None
     speakers = avdigits_speakers()
     split = data.split.numpy()
     assert set(speakers[split == 2]) == {AVDIGITS_TEST_SPEAKER}
-    assert AVDIGITS_TEST_SPEAKER not in set(speakers[split < 2])
-    assert set(speakers[split == 0]) == set(speakers[split == 1]) == {"jackson", "lucas", "nicolas", "theo", "yweweler"}
+    assert set(speakers[split == 1]) == {AVDIGITS_VAL_SPEAKER}
+    assert set(speakers[split == 0]) == {"lucas", "nicolas", "theo", "yweweler"}
+    assert [int((split == k).sum()) for k in range(3)] == [1199, 299, 299]
 
 
 def test_views_pick_and_order_the_modalities() -> None:

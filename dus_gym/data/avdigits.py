@@ -15,8 +15,10 @@ image      1x8x8       a handwritten digit, pixel counts 0-16 (UCI optical
 The two share only the label: each image and each recording is used once,
 paired at random within its class (AV-MNIST style). The split is fixed and
 **speaker-disjoint**: the test pairs (299) are all spoken by one speaker
-(:data:`AVDIGITS_TEST_SPEAKER`) whom training never hears; validation (300)
-and training (1198) share the other five speakers. The image is the strong
+(:data:`AVDIGITS_TEST_SPEAKER`), the validation pairs (299) by another
+(:data:`AVDIGITS_VAL_SPEAKER`), and training (1199) hears neither: the
+validation improvement the env rewards asks the test's question, a voice
+never heard. The image is the strong
 modality (about 98% alone), the audio the weak one (about 65% on the unheard
 voice): docs/benchmarks.md.
 """
@@ -32,11 +34,13 @@ import numpy as np
 from dus_gym.data.bundle import load_bundle, load_bundle_ids
 from dus_gym.data.dataset import MultimodalDataset
 
-__all__ = ["AVDIGITS_MODALITIES", "AVDIGITS_TEST_SPEAKER", "avdigits_speakers", "load_avdigits"]
+__all__ = ["AVDIGITS_MODALITIES", "AVDIGITS_TEST_SPEAKER", "AVDIGITS_VAL_SPEAKER", "avdigits_speakers", "load_avdigits"]
 
 AVDIGITS_MODALITIES = ("audio", "image")
 AVDIGITS_TEST_SPEAKER = "george"
 """The FSDD speaker of every test pair (none of his recordings is in train or val)."""
+AVDIGITS_VAL_SPEAKER = "jackson"
+"""The FSDD speaker of every validation pair (none of his recordings is in train or test)."""
 _FILE = "avdigits.npz"
 
 
