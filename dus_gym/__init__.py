@@ -5,7 +5,7 @@ Importing the package registers the environment ids:
 - ``DUS-v0``: the built-in UCI Multiple Features digits (views pix and zer);
 - ``DUS-Synthetic-v0``: the synthetic shortcut family (docs/method.md section 7);
 - ``DUS-AVDigits-v0``: the built-in audio-visual digits, spoken (FSDD log-mels)
-  and handwritten (8 x 8 optical digits), with a speaker-disjoint test split.
+  and handwritten (8 x 8 optical digits), with speaker-disjoint validation and test splits.
 
 The training run (:mod:`dus_gym.run`), the monitor, the budget, the heuristic
 and the methods need neither the env nor the policies: those load on first

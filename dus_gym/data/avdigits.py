@@ -19,7 +19,7 @@ paired at random within its class (AV-MNIST style). The split is fixed and
 (:data:`AVDIGITS_VAL_SPEAKER`), and training (1199) hears neither: the
 validation improvement the env rewards asks the test's question, a voice
 never heard. The image is the strong
-modality (about 98% alone), the audio the weak one (about 65% on the unheard
+modality (about 98% alone), the audio the weak one (about 69% on the unheard
 voice): docs/benchmarks.md.
 """
 
@@ -59,7 +59,7 @@ def load_avdigits(views: Sequence[str] | None = None) -> MultimodalDataset:
 
     Returns:
         A :class:`MultimodalDataset` of 1797 pairs, classes ``"0"``-``"9"``,
-        with its fixed split (train 1198, val 300, test 299).
+        with its fixed split (train 1199, val 299, test 299).
     """
     names = list(AVDIGITS_MODALITIES if views is None else views)
     unknown = [v for v in names if v not in AVDIGITS_MODALITIES]
