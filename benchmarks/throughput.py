@@ -593,7 +593,7 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
         one.reset(seed=args.seed)
         uniform = one.rule.uniform_action
         with torch_threads(1):
-            speed = _env_steps_per_s(lambda: one.step(uniform), 1, args.batched_steps, resolve_device(where))
+            speed = _env_steps_per_s(partial(one.step, uniform), 1, args.batched_steps, resolve_device(where))
         rows.append({"mode": f"one env ({'1 thread' if where == 'cpu' else where})", "num_envs": 1,
                      "env_steps_per_s": speed})
     workers = args.batched_workers

@@ -155,7 +155,9 @@ class RunConfig:
     models dus_gym builds by default (more threads only add synchronisation to
     their tiny matrix products; ``benchmarks/throughput.py --threads``
     measures it) and torch's own setting for a model with a ``resnet18``
-    encoder; an int fixes it; ``None`` always leaves torch's setting"""
+    encoder; a batch of N stacked runs (:mod:`dus_gym.batched`) takes one
+    thread per 8 runs, up to the usable cores; an int fixes it; ``None``
+    always leaves torch's setting"""
     data_placement: str = "auto"
     """``"device"``: standardise the data once and cache it on the device;
     ``"host"``: keep it in host memory (memory-mapped bundles stay on disk) and
