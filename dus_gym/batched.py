@@ -4,8 +4,10 @@ A :class:`BatchedTrainingRun` holds N independent training runs, each what a
 :class:`~dus_gym.run.TrainingRun` would be with the same seeds: its own split,
 initialisation, batch order, optimizer state, monitor and, for synthetic
 families, its own data. Their parameters are stacked along a leading axis
-(``torch.func.stack_module_state``) and every iteration runs one forward and
-one backward pass for all N (``torch.func.vmap`` over ``functional_call``):
+and every iteration runs one forward and one backward pass for all N
+(``torch.func.vmap`` over ``functional_call`` for CNN branches; for MLP
+branches one ``baddbmm`` per layer, which autograd differentiates without
+the transposed-gradient copies vmap's matmuls cost):
 for the small models of dus_gym a single run leaves a CPU core, let alone a
 GPU, mostly idle, and only many runs at once fill it.
 
@@ -108,7 +110,7 @@ def batch_threads(threads: int | str | None, num_runs: int) -> int | None:
     ``"auto"``: one per :data:`RUNS_PER_THREAD` runs, at least one and at most
     the cores this process may use. A single tiny run gains nothing from a
     second thread, but 16 stacked runs are matrix products large enough to
-    split: on 2 idle cores, N = 16 digits runs step 1.5x faster with two
+    split: on 2 idle cores, N = 16 digits runs step 1.6x faster with two
     threads than with one (``python -m benchmarks.throughput --batched``).
     On a machine whose cores are busy with other work, threads beyond the
     free cores wait for each other (4-17x slower, ``--threads``): give
