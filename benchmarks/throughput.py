@@ -34,7 +34,10 @@
     (one thread) and SB3's ``SubprocVecEnv`` with ``--batched-workers``
     processes (one thread each), on the same work; the batched env with one
     thread (its default) and with torch's own count. On a GPU also the
-    memory per run.
+    memory per run. On the CPU a second table gives the CPU time per run
+    and iteration of N stacked runs (``BatchedTrainingRun`` itself) against
+    a single run, per ``--stacking-datasets`` data set, and what
+    ``make_run_batch`` picks there (stacked, or a loop where stacking costs more).
     ``--batched`` runs this part alone; ``python -m benchmarks.throughput
     --batched --device cuda --batched-envs 1 16 64 256 1024`` is the GPU check.
 (c) **Episodes.** Wall and CPU time of one full episode (reset, ``n_steps``
@@ -154,6 +157,8 @@ class Args:
     """steps (epochs) timed per measurement in (r), after one warm-up step"""
     batched_workers: int = 2
     """SB3 SubprocVecEnv workers measured beside the batched env in (r)"""
+    stacking_datasets: list[str] = field(default_factory=lambda: ["digits", "avdigits"])
+    """datasets of (r)'s second table: CPU time per run-iteration of N stacked runs against single runs"""
 
 
 PARTS = ("overhead", "threads", "scaling", "episodes", "batched")
@@ -632,6 +637,41 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
+def stacking(args: Args) -> list[dict[str, Any]]:
+    """Part (r), second table: CPU time per run-iteration of N stacked runs
+    (:class:`~dus_gym.batched.BatchedTrainingRun` itself, whatever
+    :func:`~dus_gym.batched.make_run_batch` would pick) against one single run, one thread."""
+    from dus_gym.batched import BatchedTrainingRun, loop_reason
+
+    config = RunConfig(base_batch=args.base_batch, device=args.device, threads=1)
+    iterations = args.iterations_per_step or 10
+    rows = []
+    for name in args.stacking_datasets:
+        data = load_dataset(name)
+        m = data.num_modalities
+        run = TrainingRun(data, config, args.seed, args.seed, args.seed)
+        run.step(np.full(m, args.base_batch), 2)
+        cpu = time.process_time()
+        run.step(np.full(m, args.base_batch), iterations)
+        single = (time.process_time() - cpu) / iterations
+        for n in args.batched_envs:
+            if n < 2:
+                continue
+            seeds = [dict.fromkeys(("split_seed", "init_seed", "sample_seed"), args.seed + i) for i in range(n)]
+            batch = BatchedTrainingRun([data] * n, config, seeds)
+            counts = np.full((n, m), args.base_batch)
+            batch.step(counts, 2)
+            cpu = time.process_time()
+            batch.step(counts, iterations)
+            stacked = (time.process_time() - cpu) / iterations / n
+            rows.append({
+                "dataset": name, "encoders": [type(e).__name__ for e in run.model.encoders], "num_runs": n,
+                "single_ms": 1e3 * single, "stacked_ms": 1e3 * stacked, "ratio": stacked / single,
+                "make_run_batch": "loop" if loop_reason(config, data, n) else "stacked",
+            })
+    return rows
+
+
 def episode_times(args: Args) -> list[dict[str, Any]]:
     """Part (c): wall and CPU time of one full episode (reset to test metrics) per family, uniform sampling."""
     rows = []
@@ -769,6 +809,19 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| {r['mode']} | {r['num_envs']} | {r['env_steps_per_s']:.1f} | {r['x_one_env']:.2f} |" + mem
             )
         lines.append("")
+    if result.get("stacking"):
+        lines += [
+            "(r) Stacked against single runs (CPU ms per run and iteration, one thread, uniform counts):",
+            "",
+            "| dataset | encoders | N | single | stacked | stacked / single | make_run_batch |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for r in result["stacking"]:
+            lines.append(
+                f"| {r['dataset']} | {', '.join(r['encoders'])} | {r['num_runs']} | {r['single_ms']:.2f} | "
+                f"{r['stacked_ms']:.2f} | {r['ratio']:.2f} | {r['make_run_batch']} |"
+            )
+        lines.append("")
     if result.get("episodes"):
         lines += [
             "(c) One full episode per instance family (uniform sampling, joint):",
@@ -828,6 +881,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "batched" in parts:
             result["batched_dataset"] = args.datasets[0]
             result["batched"] = batched(args, args.datasets[0])
+            if resolve_device(args.device).type == "cpu":
+                result["stacking"] = stacking(args)
     finally:
         torch.set_num_threads(before)
     result["load_average_end"] = os.getloadavg()[0]

@@ -42,7 +42,7 @@ from dus_gym.data import MultimodalDataset
 from dus_gym.data.placement import fits_on_device
 from dus_gym.methods import JointMethod, MLAMethod, OGMGEMethod, make_method
 from dus_gym.methods.ogm_ge import ogm_coefficients
-from dus_gym.models import build_model
+from dus_gym.models import MultimodalModel, build_model
 from dus_gym.models.encoders import ConvEncoder, MLPEncoder
 from dus_gym.monitor import MONITOR_MODES, loss_and_score
 from dus_gym.run import (
@@ -58,7 +58,7 @@ from dus_gym.run import (
 
 __all__ = [
     "RUNS_PER_THREAD", "BatchedTrainingRun", "LoopedRuns", "RunBatch", "batch_threads", "batching_support",
-    "make_run_batch",
+    "loop_reason", "make_run_batch",
 ]
 
 SEED_NAMES = ("split_seed", "init_seed", "sample_seed")
@@ -81,6 +81,14 @@ class RunBatch(Protocol):
     def reset_run(self, i: int, dataset: MultimodalDataset, seeds: Mapping[str, int]) -> None: ...
 
 
+def _meta_model(config: RunConfig, dataset: MultimodalDataset) -> MultimodalModel:
+    """The model ``config`` builds for ``dataset``, on the meta device (shapes only, no memory)."""
+    shapes = [tuple(x.shape[1:]) for x in dataset.modalities.values()]
+    shared_head = make_method(config.method, **dict(config.method_kwargs)).shared_head
+    return build_model(shapes, dataset.num_classes, torch.Generator().manual_seed(0), "meta", config.feature_dim,
+                       shared_head, config.encoders)
+
+
 def batching_support(config: RunConfig, dataset: MultimodalDataset) -> str | None:
     """Why ``config`` on ``dataset`` cannot run as one stacked computation, or None if it can."""
     method = make_method(config.method, **dict(config.method_kwargs))
@@ -88,10 +96,8 @@ def batching_support(config: RunConfig, dataset: MultimodalDataset) -> str | Non
         return "mla's head projection keeps per-run feature correlations (not stacked)"
     if type(method) not in (JointMethod, OGMGEMethod, MLAMethod):
         return f"method {config.method!r} has no stacked implementation"
-    shapes = [tuple(x.shape[1:]) for x in dataset.modalities.values()]
-    model = build_model(shapes, dataset.num_classes, torch.Generator().manual_seed(0), "meta", config.feature_dim,
-                        method.shared_head, config.encoders)
-    slow = [type(e).__name__ for e in model.encoders if not isinstance(e, (MLPEncoder, ConvEncoder))]
+    encoders = _meta_model(config, dataset).encoders
+    slow = [type(e).__name__ for e in encoders if not isinstance(e, (MLPEncoder, ConvEncoder))]
     if slow:
         return f"encoders {slow} are not batched (vmap over GRU/ResNet-18 does not pay)"
     device = resolve_device(config.device)
@@ -110,7 +116,7 @@ def batch_threads(threads: int | str | None, num_runs: int) -> int | None:
     ``"auto"``: one per :data:`RUNS_PER_THREAD` runs, at least one and at most
     the cores this process may use. A single tiny run gains nothing from a
     second thread, but 16 stacked runs are matrix products large enough to
-    split: on 2 idle cores, N = 16 digits runs step 1.6x faster with two
+    split: on 2 idle cores, N = 16 digits runs step 1.5-1.6x faster with two
     threads than with one (``python -m benchmarks.throughput --batched``).
     On a machine whose cores are busy with other work, threads beyond the
     free cores wait for each other (4-17x slower, ``--threads``): give
@@ -122,12 +128,37 @@ def batch_threads(threads: int | str | None, num_runs: int) -> int | None:
     return max(1, min(cores, num_runs // RUNS_PER_THREAD))
 
 
+def loop_reason(config: RunConfig, dataset: MultimodalDataset, num_runs: int) -> str | None:
+    """Why :func:`make_run_batch` loops over ``num_runs`` single runs instead of stacking them, or None.
+
+    Either stacking does not apply (:func:`batching_support`) or it would be
+    slower than the loop:
+
+    - N = 1: one stacked run costs about twice a single one (vmap's overhead
+      buys nothing);
+    - a CNN encoder on the CPU: vmap turns each convolution of N runs into a
+      grouped convolution, which costs 1.4-2.1x the N single runs' CPU time
+      (one thread; N = 4-64; avdigits' two CNNs; docs/batched.md, "Speed"),
+      where the digits MLPs cost 0.36-0.51x.
+      On a GPU the CNNs stay stacked (not yet measured there).
+    """
+    if num_runs < 2:
+        return "a single run"
+    why = batching_support(config, dataset)
+    if why is not None:
+        return why
+    if resolve_device(config.device).type == "cpu":
+        if any(isinstance(e, ConvEncoder) for e in _meta_model(config, dataset).encoders):
+            return "CNN encoders on the CPU: vmap's grouped convolutions are slower than a loop of single runs"
+    return None
+
+
 def make_run_batch(
     datasets: Sequence[MultimodalDataset], config: RunConfig, seeds: Sequence[Mapping[str, int]]
 ) -> RunBatch:
-    """N runs as one stacked computation when :func:`batching_support` allows it and N >= 2, else a
-    loop of single runs (one stacked run costs about twice a single one: vmap's overhead buys nothing)."""
-    if len(datasets) >= 2 and batching_support(config, datasets[0]) is None:
+    """N runs as one stacked computation (:class:`BatchedTrainingRun`), or a loop of single runs
+    (:class:`LoopedRuns`) where stacking does not apply or does not pay (:func:`loop_reason`)."""
+    if datasets and loop_reason(config, datasets[0], len(datasets)) is None:
         return BatchedTrainingRun(datasets, config, seeds)
     return LoopedRuns(datasets, config, seeds)
 

@@ -12,7 +12,7 @@ import torch
 
 import dus_gym
 from dus_gym import RunConfig, TrainingRun, load_dataset, make_synthetic
-from dus_gym.batched import BatchedTrainingRun, LoopedRuns, batching_support, make_run_batch
+from dus_gym.batched import BatchedTrainingRun, LoopedRuns, batching_support, loop_reason, make_run_batch
 from dus_gym.data import MultimodalDataset
 from dus_gym.envs import DUSVectorEnv
 from dus_gym.envs.sb3 import ConcatVecEnv, DUSVecEnv, make_family_vec_env, make_sb3_vec_env
@@ -127,6 +127,21 @@ def test_what_is_not_stacked_falls_back_to_a_loop_of_single_runs() -> None:
     assert "projection" in (batching_support(projection, make_synthetic("tiny", seed=0)) or "")
     with pytest.raises(ValueError, match="use make_run_batch"):
         BatchedTrainingRun([seq] * 2, config, SEEDS[:2])
+
+
+def test_cnns_on_the_cpu_and_single_runs_loop_while_mlps_stack() -> None:
+    config = RunConfig(base_batch=8, device="cpu")
+    images, tiny = _images(), make_synthetic("tiny", seed=0)
+    # Stacking a CNN applies (the equivalence tests above run it) but costs more than a loop on the CPU.
+    assert batching_support(config, images) is None
+    assert "CNN encoders on the CPU" in (loop_reason(config, images, 3) or "")
+    assert isinstance(make_run_batch([images] * 3, config, SEEDS), LoopedRuns)
+    assert loop_reason(config, tiny, 3) is None
+    assert isinstance(make_run_batch([tiny] * 3, config, SEEDS), BatchedTrainingRun)
+    assert loop_reason(config, tiny, 1) == "a single run"
+    assert isinstance(make_run_batch([tiny], config, SEEDS[:1]), LoopedRuns)
+    with pytest.raises(ValueError, match="0 datasets for 0 seed sets"):
+        make_run_batch([], config, [])
 
 
 # -- the vector env -------------------------------------------------------------------------------
