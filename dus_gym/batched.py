@@ -23,7 +23,9 @@ Supported: methods ``joint``, ``ogm_ge`` and ``mla`` (without the head
 projection), MLP and CNN encoders, SGD and Adam, data placed on the device.
 :func:`make_run_batch` falls back to :class:`LoopedRuns`, a plain loop over
 single runs with the same interface, for everything else (GRU and ResNet-18
-encoders, MLA's projection, data served from host memory).
+encoders, MLA's projection, data served from host memory) and where
+stacking is slower than the loop (CNN encoders on the CPU, a single run):
+:func:`loop_reason`.
 """
 
 from __future__ import annotations
