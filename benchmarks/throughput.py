@@ -613,9 +613,9 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
             venv.close()
         mode = f"SubprocVecEnv x{workers} (1 thread each)"
         rows.append({"mode": mode, "num_envs": workers, "env_steps_per_s": speed})
-    thread_counts = sorted({1, TORCH_DEFAULT_THREADS})
     for n in args.batched_envs:
-        for threads in thread_counts:
+        # On a GPU the CPU threads only launch kernels: measure the default alone (half the device time).
+        for threads in sorted({1, TORCH_DEFAULT_THREADS}) if device.type == "cpu" else [batch_threads("auto", n) or 1]:
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             vec = gym.make_vec(
