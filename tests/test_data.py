@@ -131,3 +131,14 @@ def test_complementary_merges_class_pairs_in_the_first_modality() -> None:
 def test_dataset_modalities_match_loading() -> None:
     for name, views in [("digits", None), ("digits", ["fou", "mor"]), ("synthetic:memorization", None)]:
         assert dataset_modalities(name, views) == load_dataset(name, views).modality_names
+
+
+def test_views_are_checked_alike_for_every_built_in_source() -> None:
+    with pytest.raises(ValueError, match=r"digits: view names must be distinct, got \['pix', 'pix'\]"):
+        load_dataset("digits", ["pix", "pix"])
+    with pytest.raises(ValueError, match=r"avdigits: modality names must be distinct"):
+        load_dataset("avdigits", ["audio", "audio"])
+    with pytest.raises(ValueError, match=r"digits: unknown modality 'zer'; valid: \['pix', 'fou'\]"):
+        load_dataset("digits", ["pix", "fou"]).select(["zer"])
+    with pytest.raises(ValueError, match=r"modality names must be distinct"):
+        load_dataset("digits", ["pix", "fou"]).select(["pix", "pix"])  # was one modality, silently

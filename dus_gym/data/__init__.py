@@ -8,7 +8,7 @@ from typing import Any
 
 from dus_gym.data.avdigits import AVDIGITS_MODALITIES, load_avdigits
 from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
-from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, stratified_split
+from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, check_views, stratified_split
 from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
 from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic, resolve_config
 
@@ -87,27 +87,15 @@ def dataset_modalities(name: str, views: Sequence[str] | None = None, **kwargs: 
         if kwargs:
             raise ValueError(f"{family} takes no options besides views, got {sorted(kwargs)}")
         default, valid, noun = _BUILTIN[family]
-        names = list(default if views is None else views)
-        unknown = [v for v in names if v not in valid]
-        if unknown:
-            raise ValueError(f"{family}: unknown {noun} {unknown[0]!r}; valid {noun}s: {list(valid)}")
-        return names
+        return check_views(family, default if views is None else views, valid, noun)
     if family == "synthetic":
         all_names = list(resolve_config(detail or "shortcut", **kwargs).names)
-        if views is None:
-            return all_names
-        unknown = [v for v in views if v not in all_names]
-        if unknown:
-            raise ValueError(f"{name}: unknown modality {unknown[0]!r}; valid: {all_names}")
-        return list(views)
+        return all_names if views is None else check_views(name, views, all_names)
     if family == "bundle":
         if kwargs:
             raise ValueError(f"{name}: a bundle takes no options besides views, got {sorted(kwargs)}")
         all_names = read_bundle_meta(_bundle_path(name)).modalities
-        unknown = [v for v in views or () if v not in all_names]
-        if unknown:
-            raise ValueError(f"{name}: unknown modality {unknown[0]!r}; valid: {all_names}")
-        return all_names if views is None else list(views)
+        return all_names if views is None else check_views(name, views, all_names)
     return load_dataset(name, views, **kwargs).modality_names
 
 

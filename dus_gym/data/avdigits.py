@@ -32,7 +32,7 @@ from importlib import resources
 import numpy as np
 
 from dus_gym.data.bundle import load_bundle, load_bundle_ids
-from dus_gym.data.dataset import MultimodalDataset
+from dus_gym.data.dataset import MultimodalDataset, check_views
 
 __all__ = ["AVDIGITS_MODALITIES", "AVDIGITS_TEST_SPEAKER", "AVDIGITS_VAL_SPEAKER", "avdigits_speakers", "load_avdigits"]
 
@@ -61,12 +61,7 @@ def load_avdigits(views: Sequence[str] | None = None) -> MultimodalDataset:
         A :class:`MultimodalDataset` of 1797 pairs, classes ``"0"``-``"9"``,
         with its fixed split (train 1199, val 299, test 299).
     """
-    names = list(AVDIGITS_MODALITIES if views is None else views)
-    unknown = [v for v in names if v not in AVDIGITS_MODALITIES]
-    if unknown:
-        raise ValueError(f"avdigits: unknown modality {unknown[0]!r}; valid: {list(AVDIGITS_MODALITIES)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"avdigits: modalities must be distinct, got {names}")
+    names = check_views("avdigits", AVDIGITS_MODALITIES if views is None else views, AVDIGITS_MODALITIES)
     full = _full()
     # A new container each call (the tensors are shared, never written): callers may rename it.
     return MultimodalDataset(

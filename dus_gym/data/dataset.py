@@ -67,6 +67,21 @@ def stratified_split(
     return Splits(train, val, test)
 
 
+def check_views(where: str, views: Sequence[str], valid: Sequence[str], noun: str = "modality") -> list[str]:
+    """``views`` as a list, after checking that each is one of ``valid`` and that none repeats.
+
+    Raises:
+        ValueError: naming ``where``, the first unknown name and the valid ones, or the repeated names.
+    """
+    names = list(views)
+    unknown = [v for v in names if v not in valid]
+    if unknown:
+        raise ValueError(f"{where}: unknown {noun} {unknown[0]!r}; valid: {list(valid)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{where}: {noun} names must be distinct, got {names}")
+    return names
+
+
 class MultimodalDataset:
     """One tensor per modality, integer labels, names; validated on construction.
 
@@ -194,9 +209,7 @@ class MultimodalDataset:
 
     def select(self, modalities: Sequence[str]) -> MultimodalDataset:
         """A dataset with a subset of the modalities, in the given order."""
-        unknown = [m for m in modalities if m not in self.modalities]
-        if unknown:
-            raise ValueError(f"{self.name}: unknown modality {unknown[0]!r}; valid: {self.modality_names}")
+        modalities = check_views(self.name, modalities, self.modality_names)
         return MultimodalDataset(
             {m: self.modalities[m] for m in modalities},
             self.labels,

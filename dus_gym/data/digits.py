@@ -24,7 +24,7 @@ from importlib import resources
 
 import numpy as np
 
-from dus_gym.data.dataset import MultimodalDataset
+from dus_gym.data.dataset import MultimodalDataset, check_views
 
 __all__ = ["DIGIT_VIEWS", "DEFAULT_DIGIT_VIEWS", "load_digits"]
 
@@ -50,12 +50,7 @@ def load_digits(views: Sequence[str] = DEFAULT_DIGIT_VIEWS) -> MultimodalDataset
     Returns:
         A :class:`MultimodalDataset` of 2000 samples, 10 classes ``"0"``-``"9"``.
     """
-    views = list(views)
-    unknown = [v for v in views if v not in DIGIT_VIEWS]
-    if unknown:
-        raise ValueError(f"digits: unknown view {unknown[0]!r}; valid views: {list(DIGIT_VIEWS)}")
-    if len(set(views)) != len(views):
-        raise ValueError(f"digits: views must be distinct, got {views}")
+    views = check_views("digits", views, DIGIT_VIEWS, noun="view")
     arrays = _arrays()
     modalities = {
         v: arrays["pix"].reshape(-1, 1, 16, 15) if v == "pix_image" else arrays[v] for v in views
