@@ -20,7 +20,7 @@ import numpy as np
 
 from dus_gym.budget import allocate, default_n_max
 
-__all__ = ["dus_h_quantities", "dus_h_weights"]
+__all__ = ["dus_h_quantities", "dus_h_weights", "gap_weights"]
 
 
 def dus_h_weights(scores: Sequence[float] | np.ndarray, lam: float = 1.0) -> np.ndarray:
@@ -65,3 +65,35 @@ def dus_h_quantities(
         raise ValueError(f"dus_h: scores must be a finite vector (M,), got {S.tolist()}")
     n_max = default_n_max(base_batch) if n_max is None else n_max
     return allocate(dus_h_weights(S, lam), len(S) * base_batch, n_min, n_max)
+
+
+def gap_weights(
+    train_loss: Sequence[float] | np.ndarray,
+    val_branch_accuracy: Sequence[float] | np.ndarray,
+    margin: float = 0.15,
+    width: float = 0.2,
+) -> np.ndarray:
+    """The generalisation-gap rule: halve the share of a modality that fits its training data far
+    better than it generalises (a shortcut, or memorised noise), leave the others alone.
+
+    The gap of modality j is its training fit minus its held-out fit,
+    ``g_j = exp(-train_loss_j) - val_branch_accuracy_j`` (the geometric-mean true-class probability
+    over the last step's training batches against its branch's validation accuracy, both in [0, 1]).
+    Only the excess over the smallest gap matters, ``e_j = g_j - min_k g_k``: a modality ``margin``
+    ahead of the others starts losing weight, and ``margin + width`` ahead it has half:
+    ``w_j = 2 ** -clip((e_j - margin) / width, 0, 1)``. Unlike DUS-H it does nothing when one modality
+    merely learns faster or carries more information, which is where rebalancing costs accuracy.
+
+    Args:
+        train_loss: per-modality training cross-entropy in nats, shape ``(..., M)``, >= 0.
+        val_branch_accuracy: per-modality validation accuracy of each branch, shape ``(..., M)``, in [0, 1].
+        margin, width: in accuracy units (> 0).
+
+    Returns:
+        float64 weights in [0.5, 1], shape ``(..., M)``; all ones while the gaps are within ``margin``.
+    """
+    if not (margin >= 0 and width > 0):
+        raise ValueError(f"gap: margin must be >= 0 and width > 0, got margin={margin}, width={width}")
+    gap = np.exp(-np.asarray(train_loss, dtype=np.float64)) - np.asarray(val_branch_accuracy, dtype=np.float64)
+    excess = gap - gap.min(axis=-1, keepdims=True)
+    return 2.0 ** -np.clip((excess - margin) / width, 0.0, 1.0)

@@ -12,6 +12,8 @@ uniform    every modality gets B examples: ordinary training
 random     a random action each step (from the policy's own seed)
 fixed      constant weights, e.g. ``fixed:1,2`` (the control of docs/method.md section 7)
 dus_h      the DUS heuristic of docs/method.md section 4 (dus_gym.heuristic), ``dus_h:LAM``
+gap        the generalisation-gap rule (dus_gym.heuristic.gap_weights), ``gap:MARGIN``: half the
+           share for a modality that fits its training data far better than it generalises
 oracle     one-step lookahead from env snapshots, ``oracle:K`` (a reference, not a policy
            one can deploy: it reads the validation gain; see dus_gym/oracle.py)
 =========  ==============================================================
@@ -30,13 +32,14 @@ import numpy as np
 from dus_gym.budget import QuantityRule
 from dus_gym.envs.dus_env import DUSEnv, ObservationLayout
 from dus_gym.evaluation import Predictor
-from dus_gym.heuristic import dus_h_quantities, dus_h_weights
+from dus_gym.heuristic import dus_h_quantities, dus_h_weights, gap_weights
 
 __all__ = [
     "POLICIES",
     "BuiltinPolicy",
     "DUSHeuristicPolicy",
     "FixedPolicy",
+    "GapPolicy",
     "RandomPolicy",
     "UniformPolicy",
     "dus_h_quantities",
@@ -131,12 +134,28 @@ class DUSHeuristicPolicy(BuiltinPolicy):
         return self.rule.action_for_weights(dus_h_weights(self.layout.get(obs, "score"), self.lam))
 
 
-POLICIES = ("uniform", "random", "fixed", "dus_h", "oracle")
+class GapPolicy(BuiltinPolicy):
+    """The generalisation-gap rule (:func:`dus_gym.heuristic.gap_weights`): a modality whose training
+    fit runs ``margin`` or more ahead of its branch's validation accuracy, compared with the other
+    modalities, gets up to half the share; otherwise sampling stays uniform."""
+
+    def __init__(self, env: gym.Env[Any, Any], margin: float = 0.15) -> None:
+        super().__init__(env)
+        gap_weights(np.zeros(1), np.zeros(1), margin)  # checks margin
+        self.margin = margin
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        loss, accuracy = self.layout.get(obs, "train_loss"), self.layout.get(obs, "val_branch_accuracy")
+        weights = gap_weights(loss, accuracy, self.margin)
+        return self.rule.action_for_weights(weights)
+
+
+POLICIES = ("uniform", "random", "fixed", "dus_h", "gap", "oracle")
 
 
 def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
     """A built-in policy from its name: ``uniform``, ``random``, ``fixed:W1,W2[,...]``, ``dus_h[:LAM]``,
-    or the lookahead reference ``oracle[:K]`` (:class:`~dus_gym.oracle.LookaheadOracle`: all actions,
+    ``gap[:MARGIN]``, or the lookahead reference ``oracle[:K]`` (:class:`~dus_gym.oracle.LookaheadOracle`: all actions,
     or K sampled ones plus uniform; it trains K extra steps per step, and acts only in ``env`` itself).
 
     Args:
@@ -157,6 +176,8 @@ def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
             return FixedPolicy(env, weights)
         if name == "dus_h":
             return DUSHeuristicPolicy(env, float(param) if param else 1.0)
+        if name == "gap":
+            return GapPolicy(env, float(param) if param else 0.15)
         if name == "oracle":
             from dus_gym.oracle import LookaheadOracle
 
@@ -165,5 +186,5 @@ def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
         raise ValueError(f"policy {spec!r}: {err}") from None
     raise ValueError(
         f"unknown policy {spec!r}; valid policies: uniform, random, fixed:W1,W2,... (one weight per modality), "
-        "dus_h or dus_h:LAM, oracle or oracle:K"
+        "dus_h or dus_h:LAM, gap or gap:MARGIN, oracle or oracle:K"
     )

@@ -32,11 +32,44 @@ def test_dus_h_policy_gives_the_lagging_modality_more(tiny_env_kwargs) -> None:
     assert env.rule.quantities(action).tolist() == [32, 96]
 
 
+def test_gap_weights_by_hand() -> None:
+    from dus_gym.heuristic import gap_weights
+
+    # Training fits exp(-loss) = (0.9, 0.5), branch accuracies (0.4, 0.5): gaps (0.5, 0.0), excess
+    # (0.5, 0); margin 0.15, width 0.2: a is 0.35 past the margin, more than the width: half weight.
+    loss = -np.log([0.9, 0.5])
+    np.testing.assert_allclose(gap_weights(loss, [0.4, 0.5]), [0.5, 1.0])
+    # Excess 0.25: 0.1 past the margin, half the width: 2 ** -0.5.
+    np.testing.assert_allclose(gap_weights(loss, [0.65, 0.5]), [2**-0.5, 1.0])
+    # Within the margin (a faster learner that generalises: complementary data): uniform.
+    np.testing.assert_allclose(gap_weights(loss, [0.8, 0.5]), [1.0, 1.0])
+    # Only differences of the gaps count, for any number of modalities and batch shape.
+    three = gap_weights(-np.log([[0.9, 0.5, 0.7]]), np.array([[0.4, 0.5, 0.7]]))
+    assert three.shape == (1, 3)
+    np.testing.assert_allclose(three, [[0.5, 1.0, 1.0]])
+    with pytest.raises(ValueError, match="width > 0"):
+        gap_weights(loss, [0.4, 0.5], width=0.0)
+
+
+def test_gap_policy_halves_the_modality_that_does_not_generalise(tiny_env_kwargs) -> None:
+    env = DUSEnv(**{**tiny_env_kwargs, "base_batch": 64, "action_type": "continuous"})
+    policy = make_policy("gap", env)
+    obs = np.zeros(env.layout.size, dtype=np.float32)
+    assert env.rule.quantities(policy.predict(obs)[0]).tolist() == [64, 64]  # at reset: no gap yet
+    obs[env.layout.slices["train_loss"]] = -np.log([0.5, 0.9])
+    obs[env.layout.slices["val_branch_accuracy"]] = [0.5, 0.4]
+    assert env.rule.quantities(policy.predict(obs)[0]).tolist() == [85, 43]  # b gets half of a's share
+    obs[env.layout.slices["val_branch_accuracy"]] = [0.5, 0.85]
+    assert env.rule.quantities(policy.predict(obs)[0]).tolist() == [64, 64]
+    with pytest.raises(ValueError, match="policy 'gap:-1'"):
+        make_policy("gap:-1", env)
+
+
 def test_policies_accept_single_and_batched_observations(tiny_env_kwargs) -> None:
     env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs)
     obs, _ = env.reset(seed=0)
     assert isinstance(env.action_space, spaces.MultiDiscrete)  # the default action type
-    for spec in ("uniform", "random", "fixed:1,2", "dus_h:2"):
+    for spec in ("uniform", "random", "fixed:1,2", "dus_h:2", "gap"):
         policy = make_policy(spec, env, seed=0)
         single, _ = policy.predict(obs)
         batch, _ = policy.predict(np.stack([obs, obs]))
