@@ -111,6 +111,19 @@ class Args:
     """wrap the envs in VecNormalize (observations and rewards); its statistics are saved"""
     hyperparams: str = "{}"
     """JSON object of algorithm keyword arguments overriding the defaults (n_steps, learning_rate, ...)"""
+    kickstart: str | None = None
+    """before PPO/A2C, clone this built-in policy (e.g. gap, dus_h:2; dus_gym.policies): roll it out in
+    the training envs for --kickstart-episodes episodes per sub-env, fit the policy to its actions and
+    the value function to its returns, then train as usual (docs/agents.md)"""
+    kickstart_episodes: int = 2
+    """episodes per sub-env of the --kickstart policy's rollouts (they count towards timesteps_done)"""
+    kickstart_updates: int = 1000
+    """Adam steps (minibatches of 128 of the --kickstart rollouts) when fitting the policy to them"""
+    uniform_prior: float = 0.0
+    """start the policy centred on uniform sampling: level l of each modality gets the initial logit
+    -C * (l - middle)**2 (discrete actions; 0: SB3's flat start). With C = 0.5 the middle level has
+    probability 0.40 and levels beyond +-2 almost none, so a policy departs from uniform only where the
+    reward pays for it (docs/agents.md); for continuous actions use policy_kwargs' log_std_init"""
     eval_freq: int = 1500
     """run EvalCallback every this many total env steps (0 turns it off)"""
     n_eval_episodes: int = 4
@@ -331,6 +344,131 @@ def plot_learning_curve(run_dir: str | Path, window: int = 20) -> Path:
     return out
 
 
+def center_on_uniform(policy: Any, strength: float) -> None:
+    """Bias a new policy's action logits towards the middle (uniform) level of each modality.
+
+    SB3 initialises ``action_net`` with orthogonal weights of gain 0.01, so the initial logits are
+    almost exactly its bias: setting the bias of level ``l`` to ``-strength * (l - (L - 1) / 2) ** 2``
+    makes the start a discretised Gaussian around uniform (per modality, ``L`` levels) whose mode,
+    what ``deterministic=True`` plays, is uniform until training moves it.
+
+    Args:
+        policy: an SB3 ``ActorCriticPolicy`` on a ``MultiDiscrete`` action space.
+        strength: ``C >= 0``; 0 leaves the policy as it is.
+    """
+    import torch
+    from gymnasium import spaces
+
+    if not (strength >= 0 and np.isfinite(strength)):
+        raise ValueError(f"uniform prior strength {strength!r}: expected a finite number >= 0")
+    space = policy.action_space
+    if not isinstance(space, spaces.MultiDiscrete):
+        raise ValueError(
+            f"--uniform-prior needs discrete actions (MultiDiscrete), the env has {space}; for continuous "
+            "actions the mean already starts at uniform: narrow it with --hyperparams "
+            "'{\"policy_kwargs\": {\"log_std_init\": -1}}'"
+        )
+    bias = [-strength * (np.arange(n) - (n - 1) / 2) ** 2 for n in space.nvec]
+    with torch.no_grad():
+        policy.action_net.bias.copy_(torch.as_tensor(np.concatenate(bias), dtype=policy.action_net.bias.dtype))
+
+
+KICKSTART_SMOOTHING = 0.1
+"""Label smoothing of the cloned actions: a cloned policy keeps some probability on every level, so
+that the RL updates after it can still move it (a one-hot fit leaves PPO's ratios no gradient)."""
+
+
+def _clone_loss(policy: Any, obs: Any, actions: Any) -> Any:
+    """Cross-entropy of the policy's action distribution against the teacher's actions, smoothed by
+    :data:`KICKSTART_SMOOTHING` towards all levels for discrete actions (plain negative log-likelihood
+    for continuous ones), mean over the samples."""
+    dist = policy.get_distribution(obs).distribution
+    if not isinstance(dist, list):  # a Box action space: Gaussian
+        return -policy.get_distribution(obs).log_prob(actions).mean()
+    loss: Any = 0.0
+    for k, categorical in enumerate(dist):  # one per modality, logits are log-probabilities
+        log_p = categorical.logits
+        nll = -log_p.gather(1, actions[:, k : k + 1].long()).squeeze(1)
+        loss = loss + (1 - KICKSTART_SMOOTHING) * nll + KICKSTART_SMOOTHING * -log_p.mean(dim=1)
+    return loss.mean()
+
+
+def kickstart(
+    model: Any, env: Any, teacher: Any, episodes: int, updates: int, seed: int, episode_steps: int
+) -> dict[str, Any]:
+    """Fit a new model's policy to a built-in policy's actions (smoothed cross-entropy,
+    :func:`_clone_loss`), and its value function to that policy's returns, on rollouts of the policy
+    in the training envs (behaviour cloning before RL; the value fit keeps the first PPO updates from
+    being driven by an untrained critic).
+
+    Args:
+        model: a new SB3 PPO or A2C model on ``env``.
+        env: its training ``VecEnv``, VecNormalize'd or not; VecNormalize's statistics take in the
+            rollouts, and the samples are normalised with the final statistics.
+        teacher: a built-in policy (:func:`dus_gym.policies.make_policy`) reading raw observations.
+        episodes: whole episodes per sub-env (``episodes * episode_steps`` vector steps).
+        updates: Adam steps (learning rate 1e-3) on minibatches of 128 samples, in passes over them.
+        seed: seed of the minibatch order.
+        episode_steps: the envs' episode length (every sub-env's episodes end together).
+
+    Returns:
+        ``{"samples": env steps, "agreement": fraction in [0, 1] of samples where the policy's mode
+        is the teacher's action, "nll": final mean negative log-likelihood per sample}``.
+    """
+    import torch
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    normalize = env if isinstance(env, VecNormalize) else None
+    n_env, n_steps = env.num_envs, episodes * episode_steps
+    obs_raw, actions, rewards, dones = [], [], [], []
+    current = env.reset()
+    for _ in range(n_steps):
+        raw = normalize.get_original_obs() if normalize else current
+        action, _ = teacher.predict(raw, deterministic=True)
+        current, reward, done, _ = env.step(action)
+        obs_raw.append(np.array(raw))
+        actions.append(np.asarray(action))
+        rewards.append(np.array(normalize.get_original_reward() if normalize else reward))
+        dones.append(done)
+    obs: Any = np.stack(obs_raw)  # (T, n_env, obs_dim)
+    if normalize:
+        obs = normalize.normalize_obs(obs)
+    r = np.stack(rewards).astype(np.float64)
+    if normalize:
+        r = normalize.normalize_reward(r)
+    gamma = float(model.gamma)
+    returns = np.zeros_like(r)
+    running = np.zeros(n_env)
+    for t in range(n_steps - 1, -1, -1):  # Monte Carlo returns of whole episodes
+        running = r[t] + gamma * running * (1.0 - np.asarray(dones[t], dtype=np.float64))
+        returns[t] = running
+    policy = model.policy
+    device = policy.device
+    x = torch.as_tensor(obs.reshape(n_steps * n_env, -1), dtype=torch.float32, device=device)
+    a = torch.as_tensor(np.stack(actions).reshape(n_steps * n_env, -1), device=device)
+    y = torch.as_tensor(returns.reshape(-1), dtype=torch.float32, device=device)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(seed)
+    policy.set_training_mode(True)
+    batches: list[torch.Tensor] = []
+    for _ in range(updates):
+        if not batches:  # a new pass over the samples in a new order
+            batches = list(torch.randperm(len(x), generator=generator).split(128))
+        idx = batches.pop()
+        loss = _clone_loss(policy, x[idx], a[idx]) + 0.5 * torch.nn.functional.mse_loss(
+            policy.predict_values(x[idx]).flatten(), y[idx]
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    policy.set_training_mode(False)
+    with torch.no_grad():
+        mode = policy.get_distribution(x).mode()
+        _, log_prob, _ = policy.evaluate_actions(x, a)
+    agreement = float((mode.reshape(a.shape) == a).all(dim=1).float().mean())
+    return {"samples": int(n_steps * n_env), "agreement": agreement, "nll": float(-log_prob.mean())}
+
+
 def main(args: Args) -> Path:
     """Train, save the run folder, and return its path."""
     import stable_baselines3
@@ -342,6 +480,7 @@ def main(args: Args) -> Path:
     from stable_baselines3.common.vec_env import VecNormalize
 
     import dus_gym
+    from dus_gym.policies import make_policy
 
     with setting_up():
         if args.algo not in ALGOS:
@@ -361,6 +500,22 @@ def main(args: Args) -> Path:
             clash = sorted({"dataset", "views", "dataset_kwargs"} & set(env_kwargs))
             if clash:
                 raise ValueError(f"--env-kwargs: {clash} come from each family with --families; leave them out")
+        if not (args.uniform_prior >= 0 and np.isfinite(args.uniform_prior)):
+            raise ValueError(f"--uniform-prior {args.uniform_prior}: expected a finite number >= 0")
+        if args.uniform_prior and args.init_from:
+            raise ValueError("--uniform-prior shapes a new policy; --init-from continues one: give one of them")
+        if args.kickstart is not None:
+            if args.init_from or args.uniform_prior:
+                raise ValueError("--kickstart starts a new policy from a built-in one; leave out --init-from and "
+                                 "--uniform-prior")
+            if args.kickstart_episodes < 1 or args.kickstart_updates < 1:
+                raise ValueError(
+                    f"--kickstart-episodes {args.kickstart_episodes}, --kickstart-updates {args.kickstart_updates}: "
+                    "expected >= 1 each"
+                )
+            first = family_env_kwargs(families[0]) if families else {"instances": args.instances}
+            teacher_env = gym.make(args.env_id, **env_kwargs, **first)
+            teacher = make_policy(args.kickstart, teacher_env)  # an unknown policy fails here
         train_set = resolve_instances(args.instances)
         eval_spec = args.eval_instances
         n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
@@ -445,6 +600,19 @@ def main(args: Args) -> Path:
             "MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose,
             **copy.deepcopy(hyperparams),
         )
+        if args.uniform_prior:
+            center_on_uniform(model.policy, args.uniform_prior)
+    kickstart_report = None
+    if args.kickstart is not None:
+        kickstart_report = kickstart(
+            model, train_env, teacher, args.kickstart_episodes, args.kickstart_updates, args.seed,
+            int(env_kwargs.get("n_steps", 30)),
+        )
+        config["kickstart_report"] = kickstart_report
+        print(
+            f"kickstart: cloned {args.kickstart} from {kickstart_report['samples']} steps; the policy's mode "
+            f"plays its action on {100 * kickstart_report['agreement']:.1f}% of them"
+        )
     model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
 
     previous_csv = init_from / "episodes.csv" if init_from else None
@@ -474,7 +642,7 @@ def main(args: Args) -> Path:
     if args.normalize:
         train_env.save(str(run_dir / VECNORMALIZE_FILE))
     config["train_seconds"] = round(time.time() - start, 1)
-    config["timesteps_done"] = int(model.num_timesteps)
+    config["timesteps_done"] = int(model.num_timesteps) + (kickstart_report["samples"] if kickstart_report else 0)
     (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
     train_env.close()
     eval_env.close()

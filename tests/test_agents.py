@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -114,6 +115,56 @@ def test_train_rejects_bad_arguments(tmp_path: Path) -> None:
         train.main(train.Args(algo="dqn", output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="--env-kwargs"):
         train.main(train.Args(env_kwargs="[1]", output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--uniform-prior nan"):
+        train.main(train.Args(uniform_prior=float("nan"), output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--uniform-prior shapes a new policy"):
+        train.main(train.Args(uniform_prior=0.5, init_from="pretrained:general_ppo", output_dir=str(tmp_path)))
+
+
+def test_kickstart_clones_the_built_in_policy_before_training(tmp_path: Path) -> None:
+    args = tiny_args(tmp_path, "ppo", 1)
+    args.kickstart, args.kickstart_episodes, args.eval_freq, args.checkpoint_freq = "fixed:1,4", 3, 0, 0
+    run_dir = train.main(args)
+    report = read_run_config(run_dir)["kickstart_report"]
+    assert report["samples"] == 3 * TINY["n_steps"]  # whole episodes of the one sub-env
+    assert report["agreement"] == 1.0
+    assert read_run_config(run_dir)["timesteps_done"] >= 16 + report["samples"]
+    # Before the RL updates moved it, the clone played fixed:1,4; after 16 steps of PPO it still does.
+    env = gym.make("DUS-Synthetic-v0", **TINY)
+    agent = load_agent(run_dir)
+    obs, _ = env.reset(seed=5)
+    counts = env.unwrapped.rule.quantities(agent.predict(obs)[0])  # type: ignore[attr-defined]
+    assert counts.tolist() == [3, 13]
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        train.main(train.Args(kickstart="nope", output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--kickstart starts a new policy"):
+        train.main(train.Args(kickstart="gap", uniform_prior=0.5, output_dir=str(tmp_path)))
+
+
+@pytest.mark.parametrize("levels", [3, 9])
+def test_uniform_prior_centres_the_new_policy_on_uniform(levels: int) -> None:
+    import torch
+    from stable_baselines3 import PPO
+
+    env = gym.make("DUS-Synthetic-v0", **TINY, levels=levels)
+    model = PPO("MlpPolicy", env, seed=0, n_steps=8, batch_size=8)
+    train.center_on_uniform(model.policy, 1.0)
+    obs = np.stack([env.observation_space.sample() for _ in range(16)])
+    dists: Any = model.policy.get_distribution(torch.as_tensor(obs)).distribution
+    mid = (levels - 1) // 2
+    for d in dists:  # one categorical per modality
+        p = d.probs.detach().numpy()
+        assert (p.argmax(axis=1) == mid).all()
+        # Symmetric around the middle and falling away from it, whatever the observation.
+        np.testing.assert_allclose(p, p[:, ::-1], atol=0.02)
+        assert (np.diff(p[:, : mid + 1], axis=1) > 0).all()
+    actions, _ = model.predict(obs, deterministic=True)
+    rule = env.unwrapped.rule  # type: ignore[attr-defined]
+    counts = [rule.quantities(a) for a in actions]
+    assert all(c[0] == c[1] for c in counts)  # the mode is uniform sampling
+    with pytest.raises(ValueError, match="needs discrete actions"):
+        box = gym.make("DUS-Synthetic-v0", **TINY, action_type="continuous")
+        train.center_on_uniform(PPO("MlpPolicy", box, n_steps=8, batch_size=8).policy, 1.0)
 
 
 def test_loaded_agent_acts_and_evaluate_runs(ppo_run: Path, tmp_path: Path) -> None:
