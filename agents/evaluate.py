@@ -8,7 +8,7 @@ held-out set (``eval`` by default, the agent's own family set for a family
 agent), with the same batch orders: the comparison is paired. A policy is a
 run folder (written by ``agents/train.py``), a shipped agent
 (``pretrained:NAME``) or a built-in spec (``uniform``, ``random``,
-``fixed:W1,W2``, ``dus_h[:LAM]``; :func:`dus_gym.agent_io.load_policy`);
+``fixed:W1,W2``, ``dus_h[:LAM]``, ``gap[:MARGIN]``; :func:`dus_gym.agent_io.load_policy`);
 ``fixed:all`` stands for every fixed ratio of two modalities ``a:b = 2**k``,
 ``k = -4..4, k != 0``.
 
@@ -55,7 +55,7 @@ class Args:
 
     policies: list[str] = field(default_factory=lambda: ["uniform", "dus_h"])
     """run folders, shipped agents (pretrained:NAME) and/or built-in specs (uniform, random, fixed:W1,W2, fixed:all,
-    dus_h, dus_h:LAM)"""
+    dus_h, dus_h:LAM, gap, gap:MARGIN)"""
     env_id: str | None = None
     """env id; default: the first run folder's, else DUS-v0"""
     env_kwargs: str | None = None

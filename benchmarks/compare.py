@@ -79,8 +79,8 @@ class Args:
     policies: list[str] = field(
         default_factory=lambda: ["uniform", "random", "fixed:1,2", "fixed:2,1", "dus_h:0.5", "dus_h", "dus_h:2.0"]
     )
-    """policies: uniform, random, fixed:W1,W2 (one weight per modality), dus_h[:LAM], a run-folder path, or
-    pretrained:NAME (a shipped agent)"""
+    """policies: uniform, random, fixed:W1,W2 (one weight per modality), dus_h[:LAM], gap[:MARGIN], a run-folder path,
+    or pretrained:NAME (a shipped agent)"""
     datasets: list[str] = field(
         default_factory=lambda: ["digits", "synthetic:shortcut", "synthetic:memorization", "synthetic:complementary"]
     )

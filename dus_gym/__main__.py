@@ -54,8 +54,9 @@ GENERAL_LABEL = "general-ppo"
 class Args:
     env_ids: list[str] = field(default_factory=lambda: list(dus_gym.ENV_IDS))
     """environment ids: DUS-v0 (digits, views pix and zer) and DUS-Synthetic-v0 (shortcut family)"""
-    policies: list[str] = field(default_factory=lambda: ["uniform", "fixed:1,2", "fixed:2,1", "dus_h"])
-    """built-in policies: uniform, random, fixed:W1,W2 (the first modality is the dominant one), dus_h[:LAM]"""
+    policies: list[str] = field(default_factory=lambda: ["uniform", "fixed:1,2", "fixed:2,1", "dus_h", "gap"])
+    """built-in policies: uniform, random, fixed:W1,W2 (the first modality is the dominant one), dus_h[:LAM],
+    gap[:MARGIN]"""
     seeds: int = 5
     """instances per cell (seeds 0 .. seeds-1), shared by all policies"""
     n_steps: int = dus_gym.EPISODE_STEPS

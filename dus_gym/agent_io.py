@@ -193,7 +193,7 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
 
     Args:
         spec: a built-in policy (``uniform``, ``random``, ``fixed:W1,W2``,
-            ``dus_h[:LAM]``, ``oracle[:K]``), a run folder written by
+            ``dus_h[:LAM]``, ``gap[:MARGIN]``, ``oracle[:K]``), a run folder written by
             ``agents/train.py``, or a shipped agent (``pretrained:NAME`` or
             ``NAME``; :func:`pretrained_agents`).
         env: the env the policy will act in.
