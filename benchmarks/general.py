@@ -56,6 +56,15 @@ class Args:
     """the lookahead oracle's policy spec, when the run has it"""
     plots: bool = True
     """write counts.png"""
+    save: bool = True
+    """write general.md and general.json into --output (--no-save --no-plots: only print, e.g. to compare
+    another pair of policies without replacing the shipped agent's judgement)"""
+    metric: str = "test"
+    """test: final fused test accuracy (the judgement); val: final fused validation accuracy, for choosing
+    among agents on validation instances (docs/agents.md), never for reporting"""
+
+
+METRICS = ("test", "val")
 
 
 def _by_family(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, dict[str, Any]]]]:
@@ -67,7 +76,10 @@ def _by_family(records: list[dict[str, Any]]) -> dict[str, dict[str, dict[int, d
     return out
 
 
-def _accuracy(runs: dict[int, dict[str, Any]], seeds: list[int]) -> np.ndarray:
+def _accuracy(runs: dict[int, dict[str, Any]], seeds: list[int], metric: str = "test") -> np.ndarray:
+    """Final fused accuracy of each seed's episode: held-out test (``"test"``) or validation (``"val"``)."""
+    if metric == "val":
+        return np.array([runs[s]["val_accuracy"][-1] for s in seeds], dtype=np.float64)
     return np.array([runs[s]["test"]["accuracy"] for s in seeds], dtype=np.float64)
 
 
@@ -76,9 +88,13 @@ def _mean_ci(values: np.ndarray) -> Interval:
 
 
 def judge(
-    records: list[dict[str, Any]], agent: str, reference: str = "dus_h", oracle: str = "oracle:4"
+    records: list[dict[str, Any]], agent: str, reference: str = "dus_h", oracle: str = "oracle:4",
+    metric: str = "test",
 ) -> dict[str, Any]:
-    """Per-family and overall comparisons of ``agent`` (see the module docstring), JSON-ready."""
+    """Per-family and overall comparisons of ``agent`` (see the module docstring), JSON-ready; ``metric``
+    picks the accuracy compared (:data:`METRICS`)."""
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}: expected one of {list(METRICS)}")
     families = _by_family(records)
     if not families:
         raise ValueError("no family:NAME records; run benchmarks.compare with --datasets family:NAME ...")
@@ -90,11 +106,11 @@ def judge(
         if missing:
             raise ValueError(f"family {family!r}: no records of {missing}; policies there: {sorted(policies)}")
         seeds = sorted(set.intersection(*(set(policies[p]) for p in needed)))
-        acc = {p: _accuracy(policies[p], seeds) for p in needed}
+        acc = {p: _accuracy(policies[p], seeds, metric) for p in needed}
         fixed = [p for p in policies if p.startswith("fixed:") or p == "uniform"]
-        acc[HINDSIGHT] = np.max([_accuracy(policies[p], seeds) for p in fixed], axis=0)
+        acc[HINDSIGHT] = np.max([_accuracy(policies[p], seeds, metric) for p in fixed], axis=0)
         if oracle in policies and set(seeds) <= set(policies[oracle]):
-            acc[oracle] = _accuracy(policies[oracle], seeds)
+            acc[oracle] = _accuracy(policies[oracle], seeds, metric)
         best_rule = np.maximum(acc["uniform"], acc[reference])
         d_ref = acc[agent] - acc[reference]
         diffs_ref.append(float(d_ref.mean()))
@@ -113,6 +129,7 @@ def judge(
     return {
         "agent": agent,
         "reference": reference,
+        "metric": metric,
         "families": table,
         "overall_agent_minus_reference": overall.__dict__,
         "target_overall_positive": bool(overall.low > 0),
@@ -156,6 +173,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"({'above 0' if o['low'] > 0 else 'below 0' if o['high'] < 0 else 'the interval includes 0'}). "
         f"All targets met: {'yes' if result['targets_met'] else 'no'}.",
     ]
+    if result.get("metric") == "val":
+        lines.insert(0, "Final fused **validation** accuracy (for choosing among agents; not a held-out result).\n")
     return "\n".join(lines) + "\n"
 
 
@@ -203,14 +222,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no results; run benchmarks.compare with --output {output} first")
         records = read_records(path)
-        result = judge(records, args.agent, args.reference, args.oracle)
+        result = judge(records, args.agent, args.reference, args.oracle, args.metric)
     text = markdown(result)
-    tmp = output / "general.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(output / "general.md")
-    tmp = output / "general.json.tmp"
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(output / "general.json")
+    if args.save:
+        tmp = output / "general.md.tmp"
+        tmp.write_text(text)
+        tmp.replace(output / "general.md")
+        tmp = output / "general.json.tmp"
+        tmp.write_text(json.dumps(result, indent=1))
+        tmp.replace(output / "general.json")
     if args.plots:
         plot_counts(records, args.agent, args.reference, output / "counts.png")
     print(text)

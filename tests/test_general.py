@@ -17,6 +17,8 @@ def _record(family: str, policy: str, seed: int, accuracy: float) -> dict[str, A
     return {
         "dataset": f"family:{family}", "policy": policy, "seed": seed, "method": "joint",
         "test": {"accuracy": accuracy}, "quantities": [[40, 88], [64, 64]], "modalities": ["a", "b"],
+        # Validation ranks the other way round: --metric val must read it, not the test accuracy.
+        "val_accuracy": [0.1, 1.0 - accuracy],
     }
 
 
@@ -56,11 +58,23 @@ def test_a_family_lost_by_more_than_a_point_misses_the_target() -> None:
 def test_main_writes_the_summary_and_refuses_what_it_cannot_judge(tmp_path: Path) -> None:
     for r in _records({"shortcut_a": 0.02}):
         append_record(tmp_path / RESULTS_FILE, r)
+    general.main(["--output", str(tmp_path), "--no-plots", "--no-save"])
+    assert not (tmp_path / "general.md").exists()
     result = general.main(["--output", str(tmp_path), "--no-plots"])
     assert (tmp_path / "general.md").read_text().startswith("| family |")
     assert result["families"]["shortcut_a"]["n"] == 6
     with pytest.raises(ValueError, match=r"no records of \['nope'\]"):
         general.judge(_records({"shortcut_a": 0.0}), "nope")
+
+
+def test_validation_metric_reads_the_final_validation_accuracy(tmp_path: Path) -> None:
+    # Test: agent 3 points above DUS-H; validation (1 - accuracy): 3 points below.
+    result = general.judge(_records({"shortcut_a": 0.03}), "general_ppo", metric="val")
+    assert result["families"]["shortcut_a"]["agent_minus_reference"]["estimate"] == pytest.approx(-0.03)
+    assert not result["targets_met"]
+    assert general.markdown(result).startswith("Final fused **validation** accuracy")
+    with pytest.raises(ValueError, match="--metric 'train'"):
+        general.judge(_records({"shortcut_a": 0.0}), "general_ppo", metric="train")
 
 
 def test_equivalence_runs_both_ways_on_the_same_instances(tmp_path: Path) -> None:
