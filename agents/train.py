@@ -379,15 +379,11 @@ that the RL updates after it can still move it (a one-hot fit leaves PPO's ratio
 
 
 def _clone_loss(policy: Any, obs: Any, actions: Any) -> Any:
-    """Cross-entropy of the policy's action distribution against the teacher's actions, smoothed by
-    :data:`KICKSTART_SMOOTHING` towards all levels for discrete actions (plain negative log-likelihood
-    for continuous ones), mean over the samples."""
-    dist = policy.get_distribution(obs).distribution
-    if not isinstance(dist, list):  # a Box action space: Gaussian
-        return -policy.get_distribution(obs).log_prob(actions).mean()
+    """Cross-entropy of the policy's per-modality categoricals against the teacher's levels, smoothed
+    by :data:`KICKSTART_SMOOTHING` towards all levels, summed over modalities, mean over the samples."""
     loss: Any = 0.0
-    for k, categorical in enumerate(dist):  # one per modality, logits are log-probabilities
-        log_p = categorical.logits
+    for k, categorical in enumerate(policy.get_distribution(obs).distribution):  # one per modality
+        log_p = categorical.logits  # normalised: log-probabilities
         nll = -log_p.gather(1, actions[:, k : k + 1].long()).squeeze(1)
         loss = loss + (1 - KICKSTART_SMOOTHING) * nll + KICKSTART_SMOOTHING * -log_p.mean(dim=1)
     return loss.mean()
@@ -402,7 +398,7 @@ def kickstart(
     being driven by an untrained critic).
 
     Args:
-        model: a new SB3 PPO or A2C model on ``env``.
+        model: a new SB3 PPO or A2C model on ``env``, with discrete (``MultiDiscrete``) actions.
         env: its training ``VecEnv``, VecNormalize'd or not; VecNormalize's statistics take in the
             rollouts, and the samples are normalised with the final statistics.
         teacher: a built-in policy (:func:`dus_gym.policies.make_policy`) reading raw observations.
@@ -416,8 +412,14 @@ def kickstart(
         is the teacher's action, "nll": final mean negative log-likelihood per sample}``.
     """
     import torch
+    from gymnasium import spaces
     from stable_baselines3.common.vec_env import VecNormalize
 
+    if not isinstance(model.policy.action_space, spaces.MultiDiscrete):
+        raise ValueError(
+            f"--kickstart clones discrete actions (MultiDiscrete, the env's default action_type); the env has "
+            f"{model.policy.action_space}"
+        )
     normalize = env if isinstance(env, VecNormalize) else None
     n_env, n_steps = env.num_envs, episodes * episode_steps
     obs_raw, actions, rewards, dones = [], [], [], []
@@ -516,6 +518,10 @@ def main(args: Args) -> Path:
             first = family_env_kwargs(families[0]) if families else {"instances": args.instances}
             teacher_env = gym.make(args.env_id, **env_kwargs, **first)
             teacher = make_policy(args.kickstart, teacher_env)  # an unknown policy fails here
+            # The envs' own episode length (the rollouts are whole episodes): the env's default unless
+            # env_kwargs set one, read from the env rather than assumed.
+            episode_steps = int(teacher_env.unwrapped.n_steps)  # type: ignore[attr-defined]
+            teacher_env.close()  # the policy keeps only its action rule and observation layout
         train_set = resolve_instances(args.instances)
         eval_spec = args.eval_instances
         n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
@@ -605,8 +611,7 @@ def main(args: Args) -> Path:
     kickstart_report = None
     if args.kickstart is not None:
         kickstart_report = kickstart(
-            model, train_env, teacher, args.kickstart_episodes, args.kickstart_updates, args.seed,
-            int(env_kwargs.get("n_steps", 30)),
+            model, train_env, teacher, args.kickstart_episodes, args.kickstart_updates, args.seed, episode_steps,
         )
         config["kickstart_report"] = kickstart_report
         print(

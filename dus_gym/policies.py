@@ -177,7 +177,7 @@ def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
         if name == "dus_h":
             return DUSHeuristicPolicy(env, float(param) if param else 1.0)
         if name == "gap":
-            return GapPolicy(env, float(param) if param else 0.15)
+            return GapPolicy(env, float(param)) if param else GapPolicy(env)
         if name == "oracle":
             from dus_gym.oracle import LookaheadOracle
 

@@ -122,6 +122,8 @@ def test_train_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_kickstart_clones_the_built_in_policy_before_training(tmp_path: Path) -> None:
+    from stable_baselines3 import PPO
+
     args = tiny_args(tmp_path, "ppo", 1)
     args.kickstart, args.kickstart_episodes, args.eval_freq, args.checkpoint_freq = "fixed:1,4", 3, 0, 0
     run_dir = train.main(args)
@@ -139,6 +141,9 @@ def test_kickstart_clones_the_built_in_policy_before_training(tmp_path: Path) ->
         train.main(train.Args(kickstart="nope", output_dir=str(tmp_path)))
     with pytest.raises(ValueError, match="--kickstart starts a new policy"):
         train.main(train.Args(kickstart="gap", uniform_prior=0.5, output_dir=str(tmp_path)))
+    with pytest.raises(ValueError, match="--kickstart clones discrete actions"):
+        box = gym.make("DUS-Synthetic-v0", **TINY, action_type="continuous")
+        train.kickstart(PPO("MlpPolicy", box, n_steps=8, batch_size=8), None, None, 1, 1, 0, 3)
 
 
 @pytest.mark.parametrize("levels", [3, 9])
@@ -148,11 +153,18 @@ def test_uniform_prior_centres_the_new_policy_on_uniform(levels: int) -> None:
 
     env = gym.make("DUS-Synthetic-v0", **TINY, levels=levels)
     model = PPO("MlpPolicy", env, seed=0, n_steps=8, batch_size=8)
-    train.center_on_uniform(model.policy, 1.0)
+    train.center_on_uniform(model.policy, 0.5)
     obs = np.stack([env.observation_space.sample() for _ in range(16)])
     dists: Any = model.policy.get_distribution(torch.as_tensor(obs)).distribution
     mid = (levels - 1) // 2
+    # The start is the discretised Gaussian of the bias (up to the 0.01-gain weights): with 9 levels
+    # and strength 0.5, 0.40 on the middle level, as train.py's --uniform-prior help says.
+    expected = np.exp(-0.5 * (np.arange(levels) - (levels - 1) / 2) ** 2)
+    expected /= expected.sum()
+    if levels == 9:
+        assert expected[4] == pytest.approx(0.40, abs=0.005)
     for d in dists:  # one categorical per modality
+        np.testing.assert_allclose(d.probs.detach().numpy(), np.broadcast_to(expected, (16, levels)), atol=0.01)
         p = d.probs.detach().numpy()
         assert (p.argmax(axis=1) == mid).all()
         # Symmetric around the middle and falling away from it, whatever the observation.
