@@ -9,7 +9,9 @@ nothing is downloaded at run time)::
 
 The shipped file was built from the 3000 recordings of FSDD (6 speakers,
 50 of each digit each) with scikit-learn 1.9.1 (``load_digits``). The same
-inputs give the same file, byte for byte (fixed seed, no timestamps).
+inputs give the same file, byte for byte, on the same machine (fixed seed, no
+timestamps); on another CPU a few float16 audio values may differ by one step
+(the FFT rounds otherwise; ``dus_gym/data/builtin/NOTICE.md``).
 
 Recipe (``dus_gym/data/builtin/NOTICE.md`` has the provenance and licences):
 
