@@ -43,12 +43,15 @@ def test_batched_runs_equal_single_runs_iteration_by_iteration(method: str, data
     config = RunConfig(method=method, base_batch=8, device="cpu")
     batch = BatchedTrainingRun([dataset] * 3, config, SEEDS)
     singles = [TrainingRun(dataset, config, **s) for s in SEEDS]
-    for k in range(50):
+    # Stacked and single products round differently (1e-7 relative at first); SGD carries the
+    # difference on, to at most 2e-5 after 30 iterations (every case here, on this machine's
+    # kernels and on scripts/other_kernels.py's), then amplifies it: mla on the CNN reached 7e-3 by
+    # iteration 50 on the other kernels, a property of SGD, not of the batching. So 30 iterations,
+    # with 50x to spare after the 10th. A wrong mask or normalisation is off by 1e-2 or more from
+    # the first iteration.
+    for k in range(30):
         counts = _counts(k)
         reports = batch.step(counts, iterations=1)
-        # Stacked and single products round differently (1e-7 relative at first); SGD
-        # carries the difference on, to 1e-5..3e-4 after 30-50 iterations of the CNN.
-        # A wrong mask or normalisation is off by 1e-2 or more from the first iteration.
         rtol = 1e-5 if k < 10 else 1e-3
         for run, c, rb in zip(singles, counts, reports):
             rs = run.step(c, 1)
@@ -57,9 +60,11 @@ def test_batched_runs_equal_single_runs_iteration_by_iteration(method: str, data
             np.testing.assert_allclose(rb.branch_loss, rs.branch_loss, rtol=rtol, atol=1e-6, err_msg=f"iteration {k}")
             np.testing.assert_allclose(rb.scores, rs.scores, rtol=rtol, atol=1e-6, err_msg=f"iteration {k}")
             assert rb.finite and rs.finite
+    # Logits that far apart can put a test example within them of the decision boundary on one side of
+    # it: one example of the test split may differ.
     for i, run in enumerate(singles):
         assert batch.report(i, "test", probe=False)["accuracy"] == pytest.approx(
-            run.report("test", probe=False)["accuracy"], abs=0.02
+            run.report("test", probe=False)["accuracy"], abs=1 / len(run.splits.test) + 1e-9
         )
 
 
@@ -171,7 +176,7 @@ def test_sub_env_i_is_the_single_env_seeded_s_plus_i() -> None:
     for i, env in enumerate(singles):
         o, inf = env.reset(seed=5 + i)
         assert {k: int(info["instance"][k][i]) for k in inf["instance"]} == inf["instance"]
-        np.testing.assert_allclose(obs[i], o, atol=1e-6)
+        np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)  # val_loss may reach 10, where ulp32 is 1e-6
     rng = np.random.default_rng(0)
     for _ in range(TINY["n_steps"]):
         actions = rng.integers(0, 9, size=(3, 2))

@@ -4,10 +4,14 @@ encoder's features of the TRAINING split, standardised with the training
 split's mean and std, scored on the requested split.
 
 The reference solves the same convex problem independently, in float64 to
-convergence; its minimiser is unique, so the accuracies must agree exactly.
+convergence; its minimiser is unique. The probe stops after its L-BFGS steps
+on float32 features, a little short of it (logits up to ~0.2 apart here), so
+an evaluation example that close to the decision boundary could fall on the
+other side on another machine, where float32 rounds otherwise: the two may
+differ by one example in all (``flips``), and agree exactly on this machine.
 The case is chosen so that each plausible change of the recipe (no
 regulariser, 10x the regulariser, no standardisation, the eval split's
-statistics, fitting on the eval split) moves at least one modality's accuracy.
+statistics, fitting on the eval split) moves at least two examples.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ def trained_run() -> TrainingRun:
     return run
 
 
+def flips(accuracies: list[float], expected: list[float], n_eval: int) -> int:
+    """Examples classified otherwise, summed over the modalities (each accuracy is a count over ``n_eval``)."""
+    return sum(round(abs(a - e) * n_eval) for a, e in zip(accuracies, expected, strict=True))
+
+
 def features(run: TrainingRun, j: int, split: str) -> torch.Tensor:
     with torch.no_grad():
         return run.model.features(j, run.inputs[j][run.splits[split]])
@@ -72,9 +81,9 @@ def test_probe_is_the_l2_logistic_regression_on_standardised_training_features(t
                 "eval statistics": probe_by_hand(z_train, y_train, own, y_eval),
                 "fit on eval split": probe_by_hand(z_eval, y_eval, z_eval, y_eval),
             })
-    assert run.probe(split) == pytest.approx(expected, abs=1e-6)
+    assert flips(run.probe(split), expected, len(y_eval)) <= 1
     for name in variants[0] if variants else []:  # the case tells the recipe from each variant
-        assert [v[name] for v in variants] != pytest.approx(expected, abs=1e-6), name
+        assert flips([v[name] for v in variants], expected, len(y_eval)) >= 2, name
 
 
 def test_probe_on_the_training_split_scores_its_own_fit(trained_run) -> None:
@@ -85,4 +94,4 @@ def test_probe_on_the_training_split_scores_its_own_fit(trained_run) -> None:
         f = features(run, j, "train")
         z = (f - f.mean(0)) / f.std(0).clamp(min=1e-6)
         expected.append(probe_by_hand(z, y, z, y))
-    assert run.probe("train") == pytest.approx(expected, abs=1e-6)
+    assert flips(run.probe("train"), expected, len(y)) <= 1

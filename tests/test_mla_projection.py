@@ -66,7 +66,9 @@ def test_projector_shrinks_recorded_directions_only() -> None:
     # A direction orthogonal to every recorded augmented feature passes unchanged.
     basis = torch.linalg.svd(x).Vh  # rows: 5 in the span of x, 3 orthogonal to it
     free = basis[-1]
-    torch.testing.assert_close(P @ free, free, atol=1e-3, rtol=0)  # float32 solve with a small a
+    # A float32 solve of aI + R with a small a: condition number 3.75e4 here, so up to eps32 * cond = 4.5e-3
+    # off (a wrong projector is off by O(1)).
+    torch.testing.assert_close(P @ free, free, atol=5e-3, rtol=0)
 
 
 def test_projection_is_off_by_default_and_options_are_checked() -> None:
