@@ -8,8 +8,13 @@ the same folder, then a rename), so a crash never leaves half a record.
 :func:`replay` makes the env again, resets it with the recorded seed, takes
 the recorded actions and compares every reward:
 
-- on the CPU (recorded and replayed there) rewards must match **exactly**:
-  a run is bit-for-bit reproducible from its seeds;
+- on the CPU rewards must match **exactly**: a run is bit-for-bit
+  reproducible from its seeds on the machine that ran it. A record names that
+  machine (:func:`machine_fingerprint`); on another one (another CPU, or other
+  torch or NumPy builds) a float may round otherwise (other kernels sum in
+  another order) and the rewards may part from the first validation
+  prediction that flips. The comparison stays exact unless you pass
+  ``tolerance``, and a mismatch says that the machines differ;
 - otherwise within ``GPU_TOLERANCE`` (absolute, in reward units). CUDA
   kernels such as ``index_add`` (joint training's fusion of partial batches)
   add with atomics in a varying order, so a GPU run drifts by float rounding
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import reprlib
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -37,14 +43,32 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from dus_gym.evaluation import Predictor, run_episode
 
-__all__ = ["GPU_TOLERANCE", "EpisodeRecord", "RecordError", "ReplayReport", "record_episode", "replay"]
+__all__ = [
+    "GPU_TOLERANCE", "EpisodeRecord", "RecordError", "ReplayReport", "machine_fingerprint", "record_episode", "replay",
+]
 
 GPU_TOLERANCE = 0.01
 """Default absolute reward tolerance when either run used a GPU (one accuracy point)."""
 _FORMAT = 1
+
+
+def machine_fingerprint() -> str:
+    """What decides whether two CPU runs of one seed are bit-equal: the architecture, the CPU model, the
+    vector width of torch's kernels and the torch and NumPy builds, as one line, e.g.
+    ``"x86_64, AMD EPYC, torch 2.13.0+cpu (AVX512), numpy 2.4.6"``."""
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:  # not Linux
+        pass
+    kernels = torch.backends.cpu.get_cpu_capability()
+    cpu = model or "unknown CPU"
+    return f"{platform.machine()}, {cpu}, torch {torch.__version__} ({kernels}), numpy {np.__version__}"
 
 
 class RecordError(ValueError):
@@ -69,6 +93,7 @@ _FIELD_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "options": (lambda v: v is None or isinstance(v, dict), "an object or null"),
     "max_episode_steps": (lambda v: v is None or _is_int(v), "an integer or null"),
     "device": (lambda v: isinstance(v, str), "a string such as 'cpu'"),
+    "machine": (lambda v: v is None or isinstance(v, str), "a string (machine_fingerprint()) or null"),
     "format": (_is_int, f"the integer {_FORMAT}"),
 }
 
@@ -87,6 +112,8 @@ class EpisodeRecord:
         max_episode_steps: the ``TimeLimit`` of the recorded env.
         device: where the recorded run trained (``"cpu"``, ``"cuda"``, ...);
             decides whether :func:`replay` asks for exact equality.
+        machine: the machine that recorded it (:func:`machine_fingerprint`);
+            None in records written before dus_gym kept it.
     """
 
     env_id: str
@@ -98,6 +125,7 @@ class EpisodeRecord:
     max_episode_steps: int | None = None
     device: str = "cpu"
     format: int = field(default=_FORMAT)
+    machine: str | None = None
 
     def __post_init__(self) -> None:
         if len(self.actions) != len(self.rewards):
@@ -262,6 +290,7 @@ def record_episode(
         options=None if options is None else dict(options),
         max_episode_steps=spec.max_episode_steps,
         device=_device_of(env),
+        machine=machine_fingerprint(),
     )
 
 
@@ -283,6 +312,9 @@ class ReplayReport:
         device: where the replay trained.
         rewards: the replayed rewards.
         message: one readable line.
+        machine: the machine that replayed (:func:`machine_fingerprint`).
+        same_machine: whether the record names this machine (None: the
+            record does not say which machine made it).
     """
 
     matches: bool
@@ -294,6 +326,8 @@ class ReplayReport:
     device: str
     rewards: list[float]
     message: str
+    machine: str = ""
+    same_machine: bool | None = None
 
     def __bool__(self) -> bool:
         return self.matches
@@ -306,9 +340,24 @@ def replay(record: EpisodeRecord | str | os.PathLike[str], tolerance: float | No
         record: the record, or the path of its JSON file.
         tolerance: absolute reward tolerance; default 0.0 (exact) when both
             the recording and the replay ran on the CPU, else ``GPU_TOLERANCE``.
+            Exact equality holds on the machine that recorded; the report
+            says when the record names another one (``same_machine``).
     """
     if not isinstance(record, EpisodeRecord):
         record = EpisodeRecord.load(record)
+    here = machine_fingerprint()
+    report = _replay(record, tolerance)
+    report.machine = here
+    report.same_machine = None if record.machine is None else record.machine == here
+    if not report and report.same_machine is False and report.first_mismatch is not None and report.got is not None:
+        report.message += (
+            f"; recorded on {record.machine!r}, replayed on {here!r}: runs are bit-equal only on one machine "
+            "(another CPU's kernels round otherwise), so pass tolerance= to compare across machines"
+        )
+    return report
+
+
+def _replay(record: EpisodeRecord, tolerance: float | None) -> ReplayReport:
     env = gym.make(record.env_id, max_episode_steps=record.max_episode_steps, **record.env_kwargs)
     try:
         env.reset(seed=record.seed, options=record.options)

@@ -337,7 +337,7 @@ def test_record_with_unknown_field_is_refused(tmp_path: Path) -> None:
         EpisodeRecord.load(path)
     message = str(info.value)
     assert f"episode record '{path}': unknown field 'reward_scale'; valid fields: ['env_id', 'env_kwargs'" in message
-    assert "'max_episode_steps', 'device', 'format']" in message
+    assert "'max_episode_steps', 'device', 'format', 'machine']" in message
 
 
 @pytest.mark.parametrize(

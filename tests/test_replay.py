@@ -6,9 +6,11 @@ import json
 
 import gymnasium as gym
 import pytest
+import torch
 
 import dus_gym
 from dus_gym import EpisodeRecord, make_policy, record_episode, replay
+from dus_gym.records import machine_fingerprint
 
 
 @pytest.fixture
@@ -39,6 +41,28 @@ def test_a_tampered_reward_is_reported_at_its_step(recorded) -> None:
     assert report.expected == tampered.rewards[1] and report.got == recorded.rewards[1]
     assert "step 2" in report.message
     assert replay(tampered, tolerance=1e-9).matches  # a stated tolerance absorbs it
+
+
+def test_a_record_names_its_machine_and_a_mismatch_elsewhere_says_so(recorded) -> None:
+    assert recorded.machine == machine_fingerprint()
+    assert torch.backends.cpu.get_cpu_capability() in recorded.machine and torch.__version__ in recorded.machine
+    report = replay(recorded)
+    assert report and report.same_machine is True and report.machine == recorded.machine
+    # Made elsewhere: a float may round otherwise there, and the first reward that differs says so.
+    elsewhere = EpisodeRecord.from_json(recorded.to_json())
+    elsewhere.machine = "aarch64, another CPU, torch 2.13.0 (DEFAULT), numpy 2.0.0"
+    elsewhere.rewards[0] += 1e-9
+    report = replay(elsewhere)
+    assert not report and report.same_machine is False and report.first_mismatch == 0
+    assert "recorded on 'aarch64, another CPU" in report.message and "bit-equal only on one machine" in report.message
+    assert replay(elsewhere, tolerance=1e-6)  # what the note asks for
+
+
+def test_a_record_from_before_machines_were_kept_still_replays(recorded) -> None:
+    old = json.loads(recorded.to_json())
+    del old["machine"]
+    report = replay(EpisodeRecord.from_json(json.dumps(old)))
+    assert report and report.same_machine is None
 
 
 def test_a_record_longer_than_the_episode_is_reported(recorded) -> None:
