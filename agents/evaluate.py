@@ -39,7 +39,9 @@ from dus_gym.instances import SET_SIZES, instance_set
 try:
     from benchmarks.stats import Interval, stratified_bootstrap_ci
 except ModuleNotFoundError as err:  # run as a file: sys.path has agents/, not the repository root
-    if err.name != "benchmarks":
+    # "benchmarks.stats" too: another distribution's top-level benchmarks/ folder (torchrl ships one) is a
+    # namespace package, found before ours when the file is run as a script.
+    if err.name not in ("benchmarks", "benchmarks.stats"):
         raise
     fail("agents/evaluate.py", "run it from the repository root as a module: python -m agents.evaluate ...")
 

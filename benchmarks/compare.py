@@ -41,7 +41,9 @@ from dus_gym.cli import UsageError, fail, json_object, parse_args, run, setting_
 try:
     from benchmarks.stats import Interval
 except ModuleNotFoundError as err:  # run as a file: sys.path has benchmarks/, not the repository root
-    if err.name != "benchmarks":
+    # "benchmarks.stats" too: another distribution's top-level benchmarks/ folder (torchrl ships one) is a
+    # namespace package, found before ours when the file is run as a script.
+    if err.name not in ("benchmarks", "benchmarks.stats"):
         raise
     fail("benchmarks/compare.py", "run it from the repository root as a module: python -m benchmarks.compare ...")
 
@@ -278,6 +280,7 @@ def run_group(cells: Sequence[Cell], torch_threads: int | None = None) -> list[d
     policy object (a ``random`` policy keeps its per-seed stream).
     """
     import torch
+    from gymnasium.vector import AutoresetMode
 
     from dus_gym.envs import DUSVectorEnv
     from dus_gym.evaluation import run_episodes_batched
@@ -289,7 +292,9 @@ def run_group(cells: Sequence[Cell], torch_threads: int | None = None) -> list[d
     if torch_threads is not None:
         torch.set_num_threads(torch_threads)
     settings = json.loads(first.settings)
-    venv = DUSVectorEnv(len(cells), **env_kwargs(first.dataset, first.method, settings))
+    # SAME_STEP: a run that ends early (diverged) goes on training at once, as the results so far were made.
+    kwargs = env_kwargs(first.dataset, first.method, settings)
+    venv = DUSVectorEnv(len(cells), autoreset_mode=AutoresetMode.SAME_STEP, **kwargs)
     start = time.perf_counter()
     policies = [load_policy(c.policy, env, c.seed) for c, env in zip(cells, venv.envs)]
     instances = [cell_instance(c) for c in cells]

@@ -38,6 +38,10 @@
     and iteration of N stacked runs (``BatchedTrainingRun`` itself) against
     a single run, per ``--stacking-datasets`` data set, and what
     ``make_run_batch`` picks there (stacked, or a loop where stacking costs more).
+    A third table times whole episodes at ``--autoreset-envs`` sub-envs under
+    each autoreset mode: transitions per second, counting only the steps of
+    episodes (not the reset step of ``NEXT_STEP``, which trains nothing),
+    best of ``--autoreset-repeats`` interleaved repeats.
     ``--batched`` runs this part alone; ``python -m benchmarks.throughput
     --batched --device cuda --batched-envs 1 16 64 256 1024`` is the GPU check.
 (c) **Episodes.** Wall and CPU time of one full episode (reset, ``n_steps``
@@ -159,6 +163,10 @@ class Args:
     """SB3 SubprocVecEnv workers measured beside the batched env in (r)"""
     stacking_datasets: list[str] = field(default_factory=lambda: ["digits", "avdigits"])
     """datasets of (r)'s second table: CPU time per run-iteration of N stacked runs against single runs"""
+    autoreset_envs: int = 16
+    """sub-envs of (r)'s third table: whole episodes under each autoreset mode"""
+    autoreset_repeats: int = 3
+    """interleaved repeats of each mode in (r)'s third table (the best counts)"""
 
 
 PARTS = ("overhead", "threads", "scaling", "episodes", "batched")
@@ -637,6 +645,47 @@ def batched(args: Args, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
+def autoreset(args: Args, dataset: str) -> list[dict[str, Any]]:
+    """Part (r), third table: transitions per second over whole episodes, SAME_STEP against NEXT_STEP.
+
+    Each measurement times ``episodes`` episodes of ``steps`` steps after one
+    untimed episode, with as many resets in the window for both modes (SAME_STEP
+    resets within the last step of each; NEXT_STEP in one more call each).
+    """
+    from gymnasium.vector import AutoresetMode
+
+    device = resolve_device(args.device)
+    n, steps, episodes = args.autoreset_envs, 4, 3
+    kwargs: dict[str, Any] = {
+        "n_steps": steps, "iterations_per_step": args.iterations_per_step, "base_batch": args.base_batch,
+        "device": args.device, "dataset": dataset,
+    }
+    modes = [AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP]
+    best = dict.fromkeys(modes, float("inf"))
+    for _ in range(args.autoreset_repeats):  # interleaved, so that the machine's load weighs on both alike
+        for mode in modes:
+            vec = gym.make_vec("DUS-v0", num_envs=n, vectorization_mode="vector_entry_point", autoreset_mode=mode,
+                               **kwargs)
+            vec.reset(seed=args.seed)
+            actions = np.stack([vec.unwrapped.envs[0].rule.uniform_action] * n)  # type: ignore[attr-defined]
+            calls = steps if mode == AutoresetMode.SAME_STEP else steps + 1  # per episode, its reset included
+            for _ in range(calls):
+                vec.step(actions)
+            _sync(device)
+            start = time.perf_counter()
+            for _ in range(calls * episodes):
+                vec.step(actions)
+            _sync(device)
+            best[mode] = min(best[mode], time.perf_counter() - start)
+            vec.close()
+    rate = {m: n * steps * episodes / t for m, t in best.items()}
+    return [
+        {"mode": m.value, "num_envs": n, "episode_steps": steps, "transitions_per_s": r,
+         "x_same_step": r / rate[AutoresetMode.SAME_STEP]}
+        for m, r in rate.items()
+    ]
+
+
 def stacking(args: Args) -> list[dict[str, Any]]:
     """Part (r), second table: CPU time per run-iteration of N stacked runs
     (:class:`~dus_gym.batched.BatchedTrainingRun` itself, whatever
@@ -809,6 +858,18 @@ def to_markdown(result: dict[str, Any]) -> str:
                 f"| {r['mode']} | {r['num_envs']} | {r['env_steps_per_s']:.1f} | {r['x_one_env']:.2f} |" + mem
             )
         lines.append("")
+    if result.get("autoreset"):
+        first = result["autoreset"][0]
+        lines += [
+            f"(r) Whole episodes of {first['episode_steps']} steps at N = {first['num_envs']}, by autoreset mode "
+            "(transitions per second, reset steps not counted; best of the repeats):",
+            "",
+            "| autoreset_mode | transitions/s | x SameStep |",
+            "|---|---|---|",
+        ]
+        for r in result["autoreset"]:
+            lines.append(f"| {r['mode']} | {r['transitions_per_s']:.1f} | {r['x_same_step']:.3f} |")
+        lines.append("")
     if result.get("stacking"):
         lines += [
             "(r) Stacked against single runs (CPU ms per run and iteration, one thread, uniform counts):",
@@ -881,6 +942,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if "batched" in parts:
             result["batched_dataset"] = args.datasets[0]
             result["batched"] = batched(args, args.datasets[0])
+            result["autoreset"] = autoreset(args, args.datasets[0])
             if resolve_device(args.device).type == "cpu":
                 result["stacking"] = stacking(args)
     finally:

@@ -47,7 +47,7 @@ def run_episode(
     (``None`` if the run diverged).
     """
     obs, info = env.reset(seed=seed, options=options)
-    record = _start_record(info)
+    record = _start_record(info, getattr(env.unwrapped, "instance", {}))
     state = None
     episode_start = np.ones(1, dtype=bool)
     while True:
@@ -78,7 +78,7 @@ def run_episodes_batched(
             f"run_episodes_batched: {len(policies)} policies and {len(seeds)} seeds for {venv.num_envs} sub-envs"
         )
     obs, _ = venv.reset(seed=list(seeds), options=options)
-    records = [_start_record(info) for info in venv.reset_infos]
+    records = [_start_record(info, env.instance) for info, env in zip(venv.reset_infos, venv.envs)]
     states: list[Any] = [None] * venv.num_envs
     done = [False] * venv.num_envs
     while not all(done):
@@ -104,11 +104,11 @@ def run_episodes_batched(
     return records
 
 
-def _start_record(info: dict[str, Any]) -> dict[str, Any]:
+def _start_record(info: dict[str, Any], instance: dict[str, Any]) -> dict[str, Any]:
     return {
-        "instance": info.get("instance"),
+        "instance": dict(instance),
         "quantities": [],
-        "val_accuracy": [info["val_accuracy"]],
+        "val_accuracy": [float(info["val_accuracy"])],
         "rewards": [],
         "test": None,
         "diverged": False,
@@ -117,8 +117,8 @@ def _start_record(info: dict[str, Any]) -> dict[str, Any]:
 
 def _add_step(record: dict[str, Any], reward: float, info: dict[str, Any]) -> None:
     record["rewards"].append(reward)
-    record["quantities"].append(list(info["quantities"]))
-    record["val_accuracy"].append(info["val_accuracy"])
+    record["quantities"].append(np.asarray(info["quantities"]).tolist())
+    record["val_accuracy"].append(float(info["val_accuracy"]))
 
 
 def _finish_record(record: dict[str, Any], info: dict[str, Any], test: dict[str, Any] | None) -> dict[str, Any]:

@@ -22,6 +22,20 @@ TINY_ENV: dict[str, Any] = {
 }
 
 
+def same_info(a: Any, b: Any) -> bool:
+    """Exact equality of two infos (dicts of scalars, NumPy arrays and dicts): arrays by value and dtype."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        return isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys() and all(
+            same_info(a[k], b[k]) for k in a
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.dtype == b.dtype
+            and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+        )
+    return bool(a == b)
+
+
 def unwrapped(env: gym.Env[Any, Any]) -> DUSEnv:
     """``env.unwrapped`` as the DUSEnv it is (gymnasium types it as a plain ``gym.Env``)."""
     inner = env.unwrapped

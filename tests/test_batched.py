@@ -9,12 +9,14 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import unwrapped
+from gymnasium.vector import AutoresetMode
 
 import dus_gym
 from dus_gym import RunConfig, TrainingRun, load_dataset, make_synthetic
 from dus_gym.batched import BatchedTrainingRun, LoopedRuns, batching_support, loop_reason, make_run_batch
 from dus_gym.data import MultimodalDataset
-from dus_gym.envs import DUSVectorEnv
+from dus_gym.envs import DUSEnv, DUSVectorEnv
 from dus_gym.envs.sb3 import ConcatVecEnv, DUSVecEnv, make_family_vec_env, make_sb3_vec_env
 
 TINY: dict[str, Any] = {"dataset": "synthetic:tiny", "n_steps": 3, "iterations_per_step": 2, "base_batch": 8,
@@ -166,16 +168,18 @@ def test_every_id_has_the_batched_vector_env_with_the_single_spaces(env_id: str)
     assert isinstance(venv.unwrapped, DUSVectorEnv)
     assert venv.single_observation_space == single.observation_space
     assert venv.single_action_space == single.action_space
-    assert venv.metadata["autoreset_mode"] == gym.vector.AutoresetMode.SAME_STEP
+    # Gymnasium's default, in the attribute and the metadata as its own vector envs have them.
+    assert venv.unwrapped.autoreset_mode == venv.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
 
 
-def test_sub_env_i_is_the_single_env_seeded_s_plus_i() -> None:
-    venv = _vec(3)
+@pytest.mark.parametrize("mode", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+def test_sub_env_i_is_the_single_env_seeded_s_plus_i(mode: AutoresetMode) -> None:
+    venv = _vec(3, autoreset_mode=mode)
     singles = [gym.make("DUS-Synthetic-v0", **TINY) for _ in range(3)]
     obs, info = venv.reset(seed=5)
     for i, env in enumerate(singles):
         o, inf = env.reset(seed=5 + i)
-        assert {k: int(info["instance"][k][i]) for k in inf["instance"]} == inf["instance"]
+        assert venv.instances[i] == unwrapped(env).instance
         np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)  # val_loss may reach 10, where ulp32 is 1e-6
     rng = np.random.default_rng(0)
     for _ in range(TINY["n_steps"]):
@@ -183,17 +187,29 @@ def test_sub_env_i_is_the_single_env_seeded_s_plus_i() -> None:
         obs, rewards, terminated, truncated, info = venv.step(actions)
         for i, env in enumerate(singles):
             o, r, term, trunc, inf = env.step(actions[i])
-            assert venv.sub_infos[i]["quantities"] == inf["quantities"]
+            np.testing.assert_array_equal(venv.sub_infos[i]["quantities"], inf["quantities"])
             assert rewards[i] == pytest.approx(r, abs=1e-5)
             assert (terminated[i], truncated[i]) == (term, trunc)
             if trunc:
                 np.testing.assert_allclose(venv.final_observations[i], o, atol=1e-5)
                 assert venv.sub_infos[i]["test"]["accuracy"] == pytest.approx(inf["test"]["accuracy"], abs=0.05)
-    assert truncated.all() and info["_final_info"].all()
-    assert set(info["final_info"]["test"]) >= {"accuracy", "probe_accuracy"}
-    # SAME_STEP: the next episode has begun, each sub-env's next instance from its own np_random.
+    assert truncated.all()
+    if mode == AutoresetMode.SAME_STEP:
+        assert info["_final_info"].all() and set(info["final_info"]["test"]) >= {"accuracy", "probe_accuracy"}
+        # The next episode has begun, each sub-env's next instance from its own np_random.
+        for i, env in enumerate(singles):
+            env.reset()
+            assert venv.instances[i] == unwrapped(env).instance
+        return
+    # NEXT_STEP: the last observation and info are the step's own; the next step resets, whatever the action.
+    assert "final_info" not in info and info["_test"].all() and set(info["test"]) >= {"accuracy", "probe_accuracy"}
+    np.testing.assert_array_equal(obs, np.stack([venv.final_observations[i] for i in range(3)]))
+    obs, rewards, terminated, truncated, info = venv.step(rng.integers(0, 9, size=(3, 2)))
+    assert rewards.tolist() == [0.0, 0.0, 0.0] and not terminated.any() and not truncated.any()
     for i, env in enumerate(singles):
-        assert int(info["instance"]["split_seed"][i]) == env.reset()[1]["instance"]["split_seed"]
+        o, _ = env.reset()
+        assert venv.instances[i] == unwrapped(env).instance
+        np.testing.assert_allclose(obs[i], o, rtol=1e-5, atol=1e-6)
 
 
 def test_same_seed_same_batched_episode() -> None:
@@ -221,12 +237,16 @@ def test_vector_env_bad_actions_name_the_sub_env() -> None:
         DUSVectorEnv(2, max_episode_steps=5, **TINY)
 
 
-def test_a_diverging_sub_env_ends_alone_and_restarts() -> None:
-    venv = _vec(3)
-    venv.reset(seed=0)
+def _diverge(venv: DUSVectorEnv, i: int) -> None:
     assert isinstance(venv.batch, BatchedTrainingRun)
     with torch.no_grad():
-        next(iter(venv.batch.params.values()))[1].fill_(float("nan"))
+        next(iter(venv.batch.params.values()))[i].fill_(float("nan"))
+
+
+def test_a_diverging_sub_env_ends_alone_and_restarts() -> None:
+    venv = _vec(3, autoreset_mode=AutoresetMode.SAME_STEP)
+    venv.reset(seed=0)
+    _diverge(venv, 1)
     _, rewards, terminated, truncated, info = venv.step(np.full((3, 2), 4))
     assert terminated.tolist() == [False, True, False] and not truncated.any()
     assert bool(info["final_info"]["diverged"][1]) and rewards[1] == -1.0
@@ -235,6 +255,59 @@ def test_a_diverging_sub_env_ends_alone_and_restarts() -> None:
     assert venv.envs[1]._step == 0 and venv.envs[0]._step == 1  # sub-env 1 began a new episode
     _, _, terminated, _, _ = venv.step(np.full((3, 2), 4))
     assert not terminated.any()  # the restarted run trains normally
+
+
+def test_next_step_a_diverged_sub_env_sits_out_one_step_and_restarts_fresh() -> None:
+    venv = _vec(3)  # NEXT_STEP
+    venv.reset(seed=0)
+    _diverge(venv, 1)
+    _, rewards, terminated, _, info = venv.step(np.full((3, 2), 4))
+    assert terminated.tolist() == [False, True, False] and bool(info["diverged"][1]) and rewards[1] == -1.0
+    assert set(venv.final_tests) == {1} and venv.envs[1]._step == 1  # not reset yet
+    obs, rewards, terminated, _, info = venv.step(np.full((3, 2), 4))
+    assert rewards[1] == 0.0 and not terminated.any() and info["_step"].tolist() == [True] * 3
+    assert [env._step for env in venv.envs] == [2, 0, 2]  # the others trained, sub-env 1 sat out
+    # The run that sat out is fresh, as the single env starts the same instance: its placeholder step was undone.
+    single = DUSEnv(**TINY)
+    o, _ = single.reset(options={"instance": venv.envs[1].instance})
+    np.testing.assert_allclose(obs[1], o, rtol=1e-5, atol=1e-6)
+    obs, _, _, _, _ = venv.step(np.full((3, 2), 2))
+    np.testing.assert_allclose(obs[1], single.step(np.array([2, 2]))[0], rtol=1e-4, atol=1e-5)
+
+
+def test_disabled_autoreset_waits_for_a_masked_reset() -> None:
+    venv = _vec(2, autoreset_mode="Disabled")
+    assert venv.metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    venv.reset(seed=0)
+    for _ in range(TINY["n_steps"]):
+        obs, _, _, truncated, info = venv.step(np.full((2, 2), 4))
+    assert truncated.all() and "test" in info
+    with pytest.raises(RuntimeError, match=r"sub-env\(s\) \[0, 1\] ended and autoreset_mode is DISABLED"):
+        venv.step(np.full((2, 2), 4))
+    first, info = venv.reset(options={"reset_mask": np.array([False, True])})
+    assert info["_step"].tolist() == [False, True] and info["step"][1] == 0
+    np.testing.assert_array_equal(first[0], obs[0])  # sub-env 0 keeps its last observation
+    with pytest.raises(RuntimeError, match=r"sub-env\(s\) \[0\] ended"):
+        venv.step(np.full((2, 2), 4))
+    venv.reset(options={"reset_mask": np.array([True, False])})
+    _, _, _, truncated, _ = venv.step(np.full((2, 2), 4))
+    assert not truncated.any() and [env._step for env in venv.envs] == [1, 1]
+
+
+def test_autoreset_mode_and_reset_mask_are_checked() -> None:
+    with pytest.raises(ValueError, match=r"autoreset_mode='later'; expected one of \['NextStep', 'SameStep', "):
+        _vec(2, autoreset_mode="later")
+    venv = _vec(2)
+    with pytest.raises(RuntimeError, match="reset every sub-env once before resetting some"):
+        venv.reset(options={"reset_mask": np.array([True, False])})
+    venv.reset(seed=0)
+    for bad, why in [([True, False], "is list"), (np.array([1, 0]), "is ndarray int64"),
+                     (np.array([True]), r"\(1,\); expected a bool numpy array of shape \(2,\)"),
+                     (np.array([False, False]), "marks no sub-env")]:
+        with pytest.raises(ValueError, match=why):
+            venv.reset(options={"reset_mask": bad})
+    with pytest.raises(ValueError, match="SB3's VecEnv resets in the same step"):
+        DUSVecEnv(venv)
 
 
 def test_digits_are_held_once_for_all_sub_envs() -> None:
@@ -255,7 +328,7 @@ def test_sb3_ppo_trains_on_the_batched_vec_env() -> None:
     obs = venv.reset()
     assert isinstance(obs, np.ndarray) and obs.shape == (2, *venv.observation_space.shape)  # type: ignore[misc]
     _, _, dones, infos = venv.step(np.array([[4, 4], [2, 6]]))
-    assert not dones.any() and infos[1]["quantities"] != infos[0]["quantities"]
+    assert not dones.any() and infos[1]["quantities"].tolist() != infos[0]["quantities"].tolist()
     for _ in range(TINY["n_steps"] - 1):
         _, _, dones, infos = venv.step(np.array([[4, 4], [2, 6]]))
     assert dones.all() and all("terminal_observation" in i and "test" in i for i in infos)
@@ -271,7 +344,7 @@ def test_families_of_different_shapes_train_one_agent_through_concat_vec_env() -
     assert isinstance(venv, ConcatVecEnv) and venv.num_envs == 4
     venv.seed(3)
     obs = venv.reset()
-    widths = [i["instance"] for i in venv.reset_infos]
+    widths = venv.get_attr("instance")
     assert isinstance(obs, np.ndarray) and obs.shape[0] == 4 and len(widths) == 4
     assert [p.venv.batch._raw[1].shape[-1] for p in venv.venvs] == [32, 48]  # type: ignore[attr-defined]
     for _ in range(kwargs["n_steps"]):

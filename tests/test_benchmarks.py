@@ -415,7 +415,8 @@ def test_throughput_batched_part_measures_each_mode(tmp_path: Path) -> None:
     result = throughput.main([
         "--batched", "--datasets", "synthetic:tiny", "--batched-envs", "2", "--batched-steps", "1",
         "--iterations-per-step", "1", "--base-batch", "8", "--batched-workers", "2", "--device", "cpu",
-        "--stacking-datasets", "synthetic:tiny", "--output", str(tmp_path),
+        "--stacking-datasets", "synthetic:tiny", "--autoreset-envs", "2", "--autoreset-repeats", "1",
+        "--output", str(tmp_path),
     ])
     assert result["parts"] == ["batched"]
     modes = [(r["mode"], r["num_envs"]) for r in result["batched"]]
@@ -423,6 +424,9 @@ def test_throughput_batched_part_measures_each_mode(tmp_path: Path) -> None:
     assert ("batched (1 thread = auto)", 2) in modes  # two runs: auto gives one thread
     assert all(r["env_steps_per_s"] > 0 for r in result["batched"]) and result["batched"][0]["x_one_env"] == 1.0
     assert "(r) Batched runs" in (tmp_path / "throughput.md").read_text()
+    same, nxt = result["autoreset"]  # whole episodes under each autoreset mode, at the same work
+    assert (same["mode"], nxt["mode"]) == ("SameStep", "NextStep") and same["x_same_step"] == 1.0
+    assert nxt["transitions_per_s"] > 0 and "| NextStep |" in (tmp_path / "throughput.md").read_text()
     (row,) = result["stacking"]  # N = 2 stacked MLP runs against one single run
     assert row["num_runs"] == 2 and row["single_ms"] > 0 and row["stacked_ms"] > 0
     assert row["make_run_batch"] == "stacked" and "Stacked against single" in (tmp_path / "throughput.md").read_text()

@@ -149,7 +149,7 @@ def test_scores_observation_and_reward_by_hand(method: str, monitor: str, beta: 
         obs, reward, terminated, truncated, info = env.step(np.array(action))
         iterations = recorder.iterations(m)
         assert len(iterations) == TINY["iterations_per_step"]
-        assert info["quantities"] == counts
+        assert info["quantities"].tolist() == counts
         for it in iterations:
             assert [len(lab) for _, lab in it] == counts  # modality j trained on n_j examples
             s = np.array([score(lg, lab) for lg, lab in it])
@@ -223,7 +223,7 @@ def test_free_budget_cost_is_relative_to_m_times_b_both_ways() -> None:
     for action, counts in [([0.5, 0.0], [16, 8]), ([-1.0, -0.5], [2, 4]), ([1.0, 1.0], [24, 24])]:
         _, r_cost, _, _, info = costly.step(np.array(action, dtype=np.float32))
         _, r_free, _, _, _ = free.step(np.array(action, dtype=np.float32))
-        assert info["quantities"] == counts
+        assert info["quantities"].tolist() == counts
         assert r_cost == pytest.approx(float(r_free) - 0.3 * (sum(counts) - 16) / 16, abs=1e-9)
 
 

@@ -78,4 +78,6 @@ def test_a_non_editable_install_ships_and_loads_the_agents(tmp_path: Path) -> No
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert Path(report["pretrained_dir"]).is_relative_to(site)
     # Exactly what a user needs to load and read each agent: no logs, checkpoints or raw evaluations.
-    assert report["files"] == {"dus_v0_ppo": SHIPPED_FILES, "shortcut_ppo": SHIPPED_FILES}
+    shipped = sorted(p.name for p in (REPO / "dus_gym" / "pretrained").iterdir() if p.is_dir())
+    assert shipped == ["dus_v0_ppo", "general_ppo", "shortcut_ppo"]
+    assert report["files"] == dict.fromkeys(shipped, SHIPPED_FILES)

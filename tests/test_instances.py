@@ -90,24 +90,26 @@ def test_env_draws_its_instances_from_the_set(tiny_env_kwargs: dict[str, Any]) -
     env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, instances="shortcut:eval")
     allowed = instance_set("shortcut:eval")
     drawn = []
-    _, info = env.reset(seed=3)
+    env.reset(seed=3)
     for _ in range(4):
-        inst = info["instance"]
+        inst = unwrapped(env).instance
         assert {k: inst[k] for k in (*SEEDS, "dataset_kwargs")} in allowed
         drawn.append(inst)
-        _, info = env.reset()
+        env.reset()
     # the overrides reach the dataset
     data = unwrapped(env).source.load(drawn[-1]["data_seed"], drawn[-1]["dataset_kwargs"])
     assert data.name.startswith("synthetic")
     again = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, instances="shortcut:eval")
-    assert again.reset(seed=3)[1]["instance"] == drawn[0]
+    again.reset(seed=3)
+    assert unwrapped(again).instance == drawn[0]
 
 
 def test_env_with_an_explicit_instance_list(tiny_env_kwargs: dict[str, Any]) -> None:
     only = {"split_seed": 11, "init_seed": 12, "data_seed": 13, "dataset_kwargs": {"shortcut_rho": 0.5}}
     env = gym.make("DUS-Synthetic-v0", **tiny_env_kwargs, instances=[only])
     for seed in (0, 1):
-        inst = env.reset(seed=seed)[1]["instance"]
+        env.reset(seed=seed)
+        inst = unwrapped(env).instance
         assert {k: inst[k] for k in only} == only
     assert unwrapped(env).source._key == (13, '{"shortcut_rho": 0.5}')
 
@@ -124,8 +126,8 @@ def test_general_families_hold_out_every_varied_knob_value(family: str) -> None:
             unseen = set(map(str, values)) - set(map(str, grids[0][knob]))
             assert unseen, f"{family}: every held-out {knob} value was also a training value"
     env = gym.make("DUS-v0", **family_env_kwargs(family, "eval"), n_steps=1, iterations_per_step=1, device="cpu")
-    _, info = env.reset(seed=0)
-    assert {k: info["instance"][k] for k in ("split_seed", "init_seed", "data_seed")} in [
+    env.reset(seed=0)
+    assert {k: unwrapped(env).instance[k] for k in ("split_seed", "init_seed", "data_seed")} in [
         {k: i[k] for k in ("split_seed", "init_seed", "data_seed")} for i in instance_set(f"{family}:eval")
     ]
 

@@ -76,8 +76,8 @@ def test_plain_loop_with_dus_h_equals_the_env_with_the_same_counts(tiny_env_kwar
     for _ in range(3):
         obs, _, _, _, info = env.step(policy.predict(obs)[0])
         report = run.step(info["quantities"], tiny_env_kwargs["iterations_per_step"])
-        assert info["scores"] == report.scores.tolist()
-        assert info["branch_train_loss"] == report.branch_loss.tolist()
+        np.testing.assert_array_equal(info["scores"], report.scores)
+        np.testing.assert_array_equal(info["branch_train_loss"], report.branch_loss)
         assert info["val_accuracy"] == report.validation.accuracy
     assert info["test"] == run.report("test")
 

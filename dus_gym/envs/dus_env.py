@@ -144,7 +144,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     draws the instance from that set with ``np_random`` instead (a
     ``dataset_kwargs`` entry of the instance overrides the synthetic
     configuration for that episode; :mod:`dus_gym.instances`); the batch-order
-    seed is still drawn. ``info["instance"]`` at reset says which it was.
+    seed is still drawn. ``env.unwrapped.instance`` says which it was.
 
     ## Episode End
 
@@ -160,6 +160,37 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     - Termination: the training loss is not finite (the run diverged). The
       reward is ``-divergence_penalty`` and ``info["diverged"]`` is True.
     - A ``step()`` after either end raises a RuntimeError: call ``reset()``.
+
+    ## Info
+
+    Every value is a NumPy array or a NumPy scalar, and reset and step infos
+    have the same keys ("always" below), so that Gymnasium's vector envs batch
+    them to ``(N, ...)`` arrays and TorchRL reads them as tensors (M
+    modalities, in ``env.unwrapped.modalities`` order). Two keys come only at
+    the end of an episode, where Gymnasium batches them too but TorchRL's
+    reader (whose keys are the first info's) leaves them out: ``divergence``
+    and ``test``, whose test metrics ``env.unwrapped.test_metrics()`` also
+    gives. The episode's seeds are ``env.unwrapped.instance`` (a dict: a
+    dict is no info value TorchRL can read).
+
+    | Key | Type | When | Meaning |
+    |-----|------|------|---------|
+    | step | int64 | always | steps taken in this episode (0 at reset) |
+    | quantities | int64 ``(M,)`` | always | examples of each modality per iteration (at reset: uniform, B each) |
+    | scores, last_scores | float64 ``(M,)`` in [0, 1] | always | ``S_t`` and ``s_t`` (0 at reset) |
+    | discrepancy | float64 ``(M,)`` in [-1, 1] | always | ``d_t`` (0 at reset) |
+    | train_loss | float64 (nats) | always | the optimised loss, mean over the step (0 at reset) |
+    | branch_train_loss | float64 ``(M,)`` (nats) | always | each modality's cross-entropy, mean over the step |
+    | diverged | bool, 0-d array | always | the training loss was not finite |
+    | val_accuracy, val_macro_f1 | float64 in [0, 1] | always | fused validation metrics |
+    | val_loss | float64 (nats) | always | fused validation cross-entropy |
+    | val_branch_accuracy | float64 ``(M,)`` in [0, 1] | always | each branch's validation accuracy |
+    | divergence | str | a diverged step | what happened |
+    | test | dict (below) | the truncating step | held-out test metrics |
+
+    ``info["test"]``: ``accuracy``, ``macro_f1`` (float in [0, 1]), ``loss``
+    (float, nats), ``branch_accuracy`` and ``probe_accuracy`` (dict: modality
+    name -> float in [0, 1]; NaN probe for a diverged encoder).
 
     ## Arguments
 
@@ -278,6 +309,9 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             self.action_space = spaces.Box(-1.0, 1.0, (m,), dtype=np.float32)
         self.instances = None if instances is None else resolve_instances(instances)
         self.run: TrainingRun | None = None
+        self.instance: dict[str, Any] = {}
+        """the current episode's seeds (split, init, sample, data; set by each reset), and the instance
+        set's ``dataset_kwargs`` if any: ``reset(options={"instance": env.unwrapped.instance})`` replays it"""
         self._ended: str | None = "never reset"
 
     def _init_from_mapping(self, config: Mapping[str, Any], given: Mapping[str, Any]) -> None:
@@ -348,8 +382,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self._metric = self._reward_metric_value()
         zeros = np.zeros(m)
         obs = self._observation(zeros, zeros, zeros, zeros, zeros)
-        info = {"instance": dict(self.instance), **self._eval_info(), "quantities": self._prev_counts.tolist()}
-        return obs, info
+        return obs, self._info(self._prev_counts, zeros, zeros, zeros, 0.0, zeros, finite=True)
 
     def _after_step(
         self, counts: np.ndarray, report: StepReport, test_metrics: Callable[[], dict[str, Any]]
@@ -359,17 +392,10 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self._prev_counts = counts
         self._evaluation = report.validation
         truncated = self._step >= self.n_steps
-        info: dict[str, Any] = {
-            "step": self._step,
-            "quantities": counts.tolist(),
-            "scores": report.scores.tolist(),
-            "last_scores": report.last_scores.tolist(),
-            "discrepancy": report.discrepancy.tolist(),
-            "train_loss": report.train_loss,
-            "branch_train_loss": report.branch_loss.tolist(),
-            "diverged": not report.finite,
-            **self._eval_info(),
-        }
+        info = self._info(
+            counts, report.scores, report.last_scores, report.discrepancy, report.train_loss, report.branch_loss,
+            report.finite,
+        )
         if not report.finite:
             reward = -float(self.divergence_penalty)
             self._ended = f"terminated at step {self._step}: the run diverged"
@@ -448,13 +474,33 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         ev = self._evaluation
         return {"accuracy": ev.accuracy, "f1": ev.macro_f1, "loss": -ev.loss}[self.reward_metric]
 
-    def _eval_info(self) -> dict[str, Any]:
+    def _info(
+        self, counts: np.ndarray, S: np.ndarray, s: np.ndarray, d: np.ndarray, train_loss: float,
+        branch_loss: np.ndarray, finite: bool,
+    ) -> dict[str, Any]:
+        """The keys every reset and step info has (the class docstring's table), as NumPy values.
+
+        NumPy scalars have the ``dtype`` TorchRL's info reader asks for, and
+        the same keys come at reset as at each step, so that libraries which
+        build an info spec from the first info (TorchRL) read every later one.
+        No dict: TorchRL cannot read one (the episode's seeds are
+        :attr:`instance`).
+        """
         ev = self._evaluation
         return {
-            "val_accuracy": ev.accuracy,
-            "val_macro_f1": ev.macro_f1,
-            "val_loss": ev.loss,
-            "val_branch_accuracy": ev.branch_accuracy,
+            "step": np.int64(self._step),
+            "quantities": np.array(counts, dtype=np.int64),
+            "scores": np.array(S, dtype=np.float64),
+            "last_scores": np.array(s, dtype=np.float64),
+            "discrepancy": np.array(d, dtype=np.float64),
+            "train_loss": np.float64(train_loss),
+            "branch_train_loss": np.array(branch_loss, dtype=np.float64),
+            # A 0-d array, not np.bool_: Gymnasium batches NumPy numbers and arrays, and np.bool_ is neither.
+            "diverged": np.asarray(not finite),
+            "val_accuracy": np.float64(ev.accuracy),
+            "val_macro_f1": np.float64(ev.macro_f1),
+            "val_loss": np.float64(ev.loss),
+            "val_branch_accuracy": np.array(ev.branch_accuracy, dtype=np.float64),
         }
 
     def _observation(

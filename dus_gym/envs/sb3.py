@@ -17,6 +17,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from dus_gym.envs.vector import DUSVectorEnv
@@ -50,6 +51,11 @@ class DUSVecEnv(_InProcessVecEnv):
     """
 
     def __init__(self, venv: DUSVectorEnv) -> None:
+        if venv.autoreset_mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"DUSVecEnv: the vector env resets with {venv.autoreset_mode}; SB3's VecEnv resets in the same step: "
+                "make it with autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP (make_sb3_vec_env does)"
+            )
         self.venv = venv
         super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
 
@@ -98,8 +104,12 @@ class DUSVecEnv(_InProcessVecEnv):
 
 
 def make_sb3_vec_env(env_id: str = "DUS-v0", num_envs: int = 16, **env_kwargs: Any) -> DUSVecEnv:
-    """A :class:`DUSVecEnv` of ``num_envs`` batched sub-envs of a registered id (any ``gym.make`` keyword)."""
-    venv = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+    """A :class:`DUSVecEnv` of ``num_envs`` batched sub-envs of a registered id (any ``gym.make`` keyword),
+    resetting each ended sub-env within the step that ends it, as SB3's ``VecEnv`` API does."""
+    venv = gym.make_vec(
+        env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", autoreset_mode=AutoresetMode.SAME_STEP,
+        **env_kwargs,
+    )
     unwrapped = venv.unwrapped
     if not isinstance(unwrapped, DUSVectorEnv):
         raise ValueError(f"{env_id!r} is not a dus_gym id (its vector env is {type(unwrapped).__name__})")
