@@ -1,0 +1,293 @@
+"""PPO over the batched vector env, in one file, top to bottom (CleanRL's ``ppo.py`` layout).
+
+    python agents/ppo_batched.py --env-id DUS-Synthetic-v0 --num-envs 16 --total-timesteps 12000
+
+What it shows: the env as any Gymnasium 1.x loop drives it. N training runs
+are one batched computation (``gym.make_vec(..., vectorization_mode=
+"vector_entry_point")``), with Gymnasium's own vector wrappers on top
+(``RecordEpisodeStatistics``, ``NormalizeObservation``, ``NormalizeReward``)
+and Gymnasium's default autoreset, ``NEXT_STEP``:
+
+- the step that ends an episode returns its last observation (so a truncated
+  episode bootstraps from ``V(last observation)``, and a terminated one, a
+  diverged run, from nothing);
+- the next step of that sub-env is its reset: the action is ignored, the
+  reward is 0, and that transition belongs to no episode. It is masked out of
+  the advantages and the loss, and not counted as an env step.
+
+The policy gives one categorical distribution per modality over the
+discrete weight levels (``MultiDiscrete``). Everything else is CleanRL's PPO:
+GAE, clipped surrogate and value losses, entropy bonus, per-minibatch
+advantage normalisation, orthogonal initialisation.
+
+Writes ``<output-dir>/<run_name>/``: ``config.json``, ``agent.pt`` (state
+dict), ``episodes.csv`` (one row per finished episode, the columns of
+``agents/train.py``'s: ``timesteps``, ``episode_return``, ``episode_length``,
+``test_accuracy``, ``mean_quantity_<m>``, appended and flushed row by row)
+and TensorBoard events (``charts/episodic_return``, ``charts/test_accuracy``,
+``dus/quantity/<m>``: examples of modality m per iteration, mean over the
+rollout; ``losses/*``, ``charts/SPS``).
+
+A bad flag, env id or env argument is one error line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
+from torch.utils.tensorboard import SummaryWriter
+
+import dus_gym  # noqa: F401  (registers the env ids)
+from dus_gym.cli import json_object, parse_args, run, setting_up
+
+PROG = "agents/ppo_batched.py"
+
+
+@dataclass
+class Args:
+    """Train a PPO sampler on N batched runs of a DUS env (CleanRL-style, Gymnasium 1.x conventions)."""
+
+    exp_name: str = "ppo_batched"
+    """the name of this experiment (part of the run name)"""
+    env_id: str = "DUS-Synthetic-v0"
+    """the registered env id"""
+    env_kwargs: str = '{"n_steps": 15}'
+    """JSON object of env keyword arguments"""
+    instances: str = "shortcut:train"
+    """training instance set (train or FAMILY:train)"""
+    seed: int = 1
+    """seed of the envs, the agent's initialisation and its action sampling"""
+    total_timesteps: int = 12000
+    """env steps to train for (transitions of episodes; NEXT_STEP's reset steps are not counted)"""
+    num_envs: int = 16
+    """training runs in the batched vector env"""
+    num_steps: int = 16
+    """steps per sub-env per rollout (a rollout is num_envs * num_steps transitions)"""
+    learning_rate: float = 5e-4
+    """Adam's learning rate"""
+    anneal_lr: bool = False
+    """anneal the learning rate linearly to 0"""
+    gamma: float = 0.99
+    """discount"""
+    gae_lambda: float = 0.95
+    """GAE's lambda"""
+    num_minibatches: int = 4
+    """minibatches per epoch"""
+    update_epochs: int = 10
+    """epochs over each rollout"""
+    clip_coef: float = 0.2
+    """surrogate clipping"""
+    ent_coef: float = 0.01
+    """entropy coefficient"""
+    vf_coef: float = 0.5
+    """value-loss coefficient"""
+    max_grad_norm: float = 0.5
+    """gradient clipping"""
+    output_dir: str = "runs"
+    """where the run folder goes"""
+    device: str = "cpu"
+    """torch device of the agent (the env's runs pick theirs: env_kwargs' device)"""
+
+
+def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class Agent(nn.Module):
+    """Actor (one categorical per modality over ``levels`` weights) and critic, 64-64 tanh MLPs."""
+
+    def __init__(self, obs_size: int, num_modalities: int, levels: int) -> None:
+        super().__init__()
+        self.num_modalities, self.levels = num_modalities, levels
+        self.critic = nn.Sequential(
+            layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            layer_init(nn.Linear(64, num_modalities * levels), std=0.01),
+        )
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x).squeeze(-1)
+
+    def get_action_and_value(
+        self, x: torch.Tensor, action: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Action ``(B, M)`` (sampled unless given), its log-probability and entropy ``(B,)``, value ``(B,)``."""
+        dist = Categorical(logits=self.actor(x).view(-1, self.num_modalities, self.levels))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.get_value(x)
+
+
+def main(args: Args) -> Path:
+    with setting_up():
+        env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
+        if args.num_envs < 1 or args.num_steps < 1 or args.total_timesteps < 1:
+            raise ValueError("--num-envs, --num-steps and --total-timesteps must be >= 1")
+        batch_size = args.num_envs * args.num_steps
+        if batch_size % args.num_minibatches:
+            raise ValueError(
+                f"--num-minibatches {args.num_minibatches} must divide num_envs * num_steps = {batch_size}"
+            )
+        envs: gym.vector.VectorEnv = gym.make_vec(
+            args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point",
+            instances=args.instances, **env_kwargs,
+        )
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.output_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=1) + "\n")
+    writer = SummaryWriter(str(run_dir))
+    table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
+    writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
+
+    # A script may seed torch's global generator (library code never does): the agent's init and sampling.
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    modalities = list(envs.unwrapped.modalities)  # type: ignore[attr-defined]
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before the normalisers
+    envs = gym.wrappers.vector.NormalizeObservation(envs)
+    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+    action_space = envs.single_action_space
+    assert isinstance(action_space, gym.spaces.MultiDiscrete), "a discrete action_type is expected"
+    obs_shape = envs.single_observation_space.shape
+    assert obs_shape is not None
+    agent = Agent(int(np.prod(obs_shape)), len(modalities), int(action_space.nvec[0])).to(device)
+    optimizer = torch.optim.Adam(agent.parameters(), lr=args.learning_rate, eps=1e-5)
+
+    n, m, T = args.num_envs, len(modalities), args.num_steps
+    obs = torch.zeros((T, n, *obs_shape), device=device)
+    actions = torch.zeros((T, n, m), dtype=torch.long, device=device)
+    logprobs, rewards, values = (torch.zeros((T, n), device=device) for _ in range(3))
+    terminations, dones, valid = (torch.zeros((T, n), device=device) for _ in range(3))
+
+    columns = ["timesteps", "episode_return", "episode_length", "test_accuracy"]
+    columns += [f"mean_quantity_{name}" for name in modalities]
+    episodes_file = (run_dir / "episodes.csv").open("w", newline="")
+    episodes_csv = csv.writer(episodes_file)
+    episodes_csv.writerow(columns)
+
+    global_step, start = 0, time.time()
+    next_obs_np, _ = envs.reset(seed=args.seed)
+    next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+    autoreset = np.zeros(n, dtype=bool)  # NEXT_STEP: these sub-envs' next step is a reset
+    quantity_sum = np.zeros((n, m))  # per sub-env, over its episode so far
+    iteration = 0
+    while global_step < args.total_timesteps:
+        iteration += 1
+        if args.anneal_lr:
+            optimizer.param_groups[0]["lr"] = args.learning_rate * max(0.0, 1.0 - global_step / args.total_timesteps)
+        rollout_quantities = []
+        for step in range(T):
+            obs[step] = next_obs
+            valid[step] = torch.as_tensor(~autoreset, dtype=torch.float32, device=device)
+            global_step += int((~autoreset).sum())
+            with torch.no_grad():
+                action, logprob, _, value = agent.get_action_and_value(next_obs)
+            actions[step], logprobs[step], values[step] = action, logprob, value
+            next_obs_np, reward, terminated, truncated, info = envs.step(action.cpu().numpy())
+            rewards[step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
+            terminations[step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
+            done = np.logical_or(terminated, truncated)
+            dones[step] = torch.as_tensor(done, dtype=torch.float32, device=device)
+            next_obs = torch.as_tensor(next_obs_np, dtype=torch.float32, device=device)
+
+            stepped = ~autoreset  # these sub-envs trained with the action; the others were reset
+            quantity_sum[stepped] += info["quantities"][stepped]
+            rollout_quantities.append(info["quantities"][stepped])
+            for i in np.flatnonzero(info.get("_episode", np.zeros(n, dtype=bool))):
+                ret, length = float(info["episode"]["r"][i]), int(info["episode"]["l"][i])
+                test = float(info["test"]["accuracy"][i]) if info.get("_test", np.zeros(n, bool))[i] else float("nan")
+                episodes_csv.writerow([global_step, ret, length, test, *(quantity_sum[i] / length).tolist()])
+                episodes_file.flush()
+                writer.add_scalar("charts/episodic_return", ret, global_step)
+                writer.add_scalar("charts/test_accuracy", test, global_step)
+                quantity_sum[i] = 0.0
+            autoreset = done
+
+        # GAE. values[t + 1] is V(observation after step t): for an episode that ended at t, its last
+        # observation (NEXT_STEP), so truncation bootstraps from it and termination from nothing; the
+        # recursion stops at every episode end, so the masked reset transition after it adds nothing.
+        with torch.no_grad():
+            next_value = agent.get_value(next_obs)
+            advantages = torch.zeros_like(rewards)
+            lastgaelam = torch.zeros(n, device=device)
+            for t in reversed(range(T)):
+                nextvalues = next_value if t == T - 1 else values[t + 1]
+                delta = rewards[t] + args.gamma * nextvalues * (1.0 - terminations[t]) - values[t]
+                lastgaelam = delta + args.gamma * args.gae_lambda * (1.0 - dones[t]) * lastgaelam
+                advantages[t] = lastgaelam
+            returns = advantages + values
+
+        keep = valid.reshape(-1).bool()  # the transitions of episodes; not the reset steps
+        b_obs = obs.reshape(-1, *obs_shape)[keep]
+        b_actions, b_logprobs = actions.reshape(-1, m)[keep], logprobs.reshape(-1)[keep]
+        b_advantages, b_returns = advantages.reshape(-1)[keep], returns.reshape(-1)[keep]
+        b_values = values.reshape(-1)[keep]
+        size = len(b_obs)
+        minibatch = max(1, size // args.num_minibatches)
+        clipfracs = []
+        for _ in range(args.update_epochs):
+            order = torch.randperm(size, device=device)
+            for lo in range(0, size, minibatch):
+                mb = order[lo : lo + minibatch]
+                _, newlogprob, entropy, newvalue = agent.get_action_and_value(b_obs[mb], b_actions[mb])
+                logratio = newlogprob - b_logprobs[mb]
+                ratio = logratio.exp()
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()
+                    clipfracs.append(((ratio - 1.0).abs() > args.clip_coef).float().mean().item())
+                mb_adv = b_advantages[mb]
+                if len(mb) > 1:
+                    mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
+                clipped = ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
+                pg_loss = torch.max(-mb_adv * ratio, -mb_adv * clipped).mean()
+                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                entropy_loss = entropy.mean()
+                loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                optimizer.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                optimizer.step()
+
+        y_pred, y_true = b_values.cpu().numpy(), b_returns.cpu().numpy()
+        var_y = np.var(y_true)
+        explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+        writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+        writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+        writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+        writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+        writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+        writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs)), global_step)
+        writer.add_scalar("losses/explained_variance", explained_var, global_step)
+        counts = np.concatenate(rollout_quantities)  # (transitions, M): examples per iteration
+        for j, name in enumerate(modalities):
+            writer.add_scalar(f"dus/quantity/{name}", float(counts[:, j].mean()), global_step)
+        sps = int(global_step / (time.time() - start))
+        writer.add_scalar("charts/SPS", sps, global_step)
+        print(f"iteration {iteration}: {global_step} env steps, {sps} steps/s", flush=True)
+
+    torch.save(agent.state_dict(), run_dir / "agent.pt")
+    episodes_file.close()
+    envs.close()
+    writer.close()
+    print(f"wrote {run_dir}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    run(lambda: main(parse_args(Args, prog=PROG)), PROG)
