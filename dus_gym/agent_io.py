@@ -77,7 +77,7 @@ def agent_folder(spec: str, check: bool = False) -> Path | None:
     ``pretrained:NAME`` is the shipped agent NAME; a spec with a path
     separator, or naming an existing folder, is that folder; a bare name of a
     shipped agent is that agent. Anything else is left to
-    :func:`dus_gym.policies.make_policy`. With ``check``, a ``pretrained:NAME``
+    :func:`dus_gym.policies.builtin_policy`. With ``check``, a ``pretrained:NAME``
     that is not shipped raises a FileNotFoundError naming the shipped ones
     (a missing path is :func:`read_run_config`'s to report).
     """
@@ -209,9 +209,9 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
     if folder is None:
         # Imported when needed: dus_gym.policies imports the whole env stack, whose modules may then import
         # this one without an import cycle.
-        from dus_gym.policies import make_policy
+        from dus_gym.policies import builtin_policy
 
-        return make_policy(spec, env, seed)
+        return builtin_policy(spec, env, seed)
     agent = load_agent(folder)
     for name in ("observation_space", "action_space"):
         trained, here = getattr(agent.model, name), getattr(env, name)

@@ -42,6 +42,7 @@ __all__ = [
     "GapPolicy",
     "RandomPolicy",
     "UniformPolicy",
+    "builtin_policy",
     "dus_h_quantities",
     "make_policy",
 ]
@@ -153,7 +154,40 @@ class GapPolicy(BuiltinPolicy):
 POLICIES = ("uniform", "random", "fixed", "dus_h", "gap", "oracle")
 
 
-def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
+def make_policy(spec: str | Predictor, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
+    """Any policy spec as a policy for ``env``: the one front door of the package.
+
+    Args:
+        spec: a built-in policy (:func:`builtin_policy`: ``uniform``, ``random``,
+            ``fixed:W1,W2``, ``dus_h[:LAM]``, ``gap[:MARGIN]``, ``oracle[:K]``), a
+            run folder written by ``agents/train.py``, a shipped agent
+            (``pretrained:NAME``, e.g. ``pretrained:general_ppo``;
+            :func:`dus_gym.agent_io.pretrained_agents`), or an object with SB3's
+            ``predict`` (an SB3 model, a loaded agent), returned as it is once its
+            spaces, where it has them, match ``env``'s.
+        env: the env the policy acts in.
+        seed: seed of a random built-in policy (trained agents act deterministically).
+
+    Raises:
+        ValueError: an unknown spec (the message lists the built-in policies and the
+            shipped agents), or an agent or model made for other spaces than ``env``'s.
+        FileNotFoundError: a run folder or shipped agent that does not exist.
+    """
+    if isinstance(spec, str):
+        from dus_gym.agent_io import load_policy  # it imports this module: imported here, no cycle
+
+        return load_policy(spec, env, seed)
+    if not callable(getattr(spec, "predict", None)):
+        raise TypeError(f"make_policy: {type(spec).__name__} is no policy spec; expected a name, a folder, "
+                        "pretrained:NAME or an object with SB3's predict(observation, ...)")
+    for name in ("observation_space", "action_space"):
+        theirs, here = getattr(spec, name, None), getattr(env, name)
+        if theirs is not None and theirs != here:
+            raise ValueError(f"make_policy: the {type(spec).__name__}'s {name} is {theirs}; this env has {here}")
+    return spec
+
+
+def builtin_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> Predictor:
     """A built-in policy from its name: ``uniform``, ``random``, ``fixed:W1,W2[,...]``, ``dus_h[:LAM]``,
     ``gap[:MARGIN]``, or the lookahead reference ``oracle[:K]`` (:class:`~dus_gym.oracle.LookaheadOracle`: all actions,
     or K sampled ones plus uniform; it trains K extra steps per step, and acts only in ``env`` itself).
@@ -184,7 +218,11 @@ def make_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
             return LookaheadOracle(env, int(param) if param else None, seed=seed)
     except ValueError as err:
         raise ValueError(f"policy {spec!r}: {err}") from None
+    from dus_gym.agent_io import PRETRAINED_PREFIX, pretrained_agents
+
+    shipped = ", ".join(PRETRAINED_PREFIX + name for name in pretrained_agents()) or "none"
     raise ValueError(
         f"unknown policy {spec!r}; valid policies: uniform, random, fixed:W1,W2,... (one weight per modality), "
-        "dus_h or dus_h:LAM, gap or gap:MARGIN, oracle or oracle:K"
+        f"dus_h or dus_h:LAM, gap or gap:MARGIN, oracle or oracle:K, a run folder of agents/train.py, or a "
+        f"shipped agent ({shipped})"
     )

@@ -108,3 +108,28 @@ def test_oracle_by_name_tries_the_candidates(tiny_env_kwargs) -> None:
     assert isinstance(oracle, LookaheadOracle) and oracle.last_choice is not None
     gains = oracle.last_gains
     assert len(gains) >= 2 and gains[oracle.last_choice] == max(gains)
+
+
+def test_make_policy_is_the_one_front_door() -> None:
+    # The README's first example with a shipped agent: a name, not a loader to find.
+    import dus_gym
+
+    env = gym.make("DUS-v0", n_steps=1, device="cpu")
+    obs, _ = env.reset(seed=0)
+    agent = dus_gym.make_policy("pretrained:general_ppo", env)
+    action, _ = agent.predict(obs, deterministic=True)
+    assert env.action_space.contains(np.asarray(action))
+    with pytest.raises(ValueError, match=r"unknown policy 'nope'.*a shipped agent \(pretrained:dus_v0_ppo, "):
+        dus_gym.make_policy("nope", env)
+    with pytest.raises(FileNotFoundError, match=r"no shipped agent 'nope' in .*; shipped agents: pretrained:dus_v0_ppo"):
+        dus_gym.make_policy("pretrained:nope", env)
+    # An object with SB3's predict passes through once its spaces match the env's.
+    uniform = make_policy("uniform", env)
+    assert dus_gym.make_policy(uniform, env) is uniform
+    from stable_baselines3 import PPO
+
+    other = gym.make("DUS-v0", views=["pix", "zer", "fou"], n_steps=1, device="cpu")
+    with pytest.raises(ValueError, match="PPO's observation_space is Box"):
+        dus_gym.make_policy(PPO("MlpPolicy", other, n_steps=8, batch_size=8), env)
+    with pytest.raises(TypeError, match="int is no policy spec"):
+        dus_gym.make_policy(3, env)  # type: ignore[arg-type]
