@@ -37,6 +37,7 @@ import numpy as np
 from dus_gym import EPISODE_STEPS
 from dus_gym.agent_io import load_policy, policy_label
 from dus_gym.cli import UsageError, fail, json_object, parse_args, run, setting_up
+from dus_gym.run import RunConfig
 
 try:
     from benchmarks.stats import Interval
@@ -98,7 +99,7 @@ class Args:
     """steps (epochs) per episode"""
     iterations_per_step: int | None = None
     """training iterations per step; none: one epoch"""
-    base_batch: int = 64
+    base_batch: int = RunConfig.base_batch
     """B, examples per modality per iteration under uniform sampling"""
     device: str = "cpu"
     """torch device of the training runs (cpu, cuda, auto)"""

@@ -23,6 +23,7 @@ import numpy as np
 from benchmarks import compare
 from benchmarks.stats import stratified_bootstrap_ci
 from dus_gym.cli import parse_args, run
+from dus_gym.run import EPISODE_STEPS, RunConfig
 
 __all__ = ["Args", "main"]
 
@@ -39,11 +40,11 @@ class Args:
     """policies (as benchmarks.compare takes them)"""
     num_seeds: int = 10
     """seeds (instances) per grid point"""
-    n_steps: int = 30
+    n_steps: int = EPISODE_STEPS
     """steps per episode"""
     iterations_per_step: int | None = None
     """training iterations per step; none: one epoch"""
-    base_batch: int = 64
+    base_batch: int = RunConfig.base_batch
     """B"""
     output: str = "benchmarks/results/equivalence"
     """folder: single/ and batched/ (compare's outputs) and equivalence.json"""

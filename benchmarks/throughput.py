@@ -85,7 +85,7 @@ from dus_gym.batched import batch_threads
 from dus_gym.cli import parse_args, run, setting_up
 from dus_gym.data import load_dataset
 from dus_gym.envs import DUSEnv
-from dus_gym.run import RunConfig, TrainingRun, resolve_device, torch_threads
+from dus_gym.run import EPISODE_STEPS, RunConfig, TrainingRun, resolve_device, torch_threads
 
 __all__ = [
     "Args", "PROG", "PlainLoop", "VARIANTS", "episode", "episode_times", "main", "overhead", "scaling", "threads",
@@ -117,11 +117,11 @@ class Args:
     repeats: int = 10
     """repeats of (a), each with fresh objects and seed --seed + repeat; every step of a repeat runs the four
     variants one after the other, rotating which goes first"""
-    episode_steps: int = 30
+    episode_steps: int = EPISODE_STEPS
     """steps of the full episodes timed in (c)"""
     iterations_per_step: int | None = None
     """training iterations per step in (a), (b) and (c); none: one epoch"""
-    base_batch: int = 64
+    base_batch: int = RunConfig.base_batch
     """B, examples per modality per iteration"""
     threads: bool = False
     """run only the thread-count comparison (t)"""

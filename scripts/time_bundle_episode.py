@@ -30,6 +30,7 @@ import torch
 from dus_gym.data import save_bundle
 from dus_gym.envs import DUSEnv
 from dus_gym.policies import make_policy
+from dus_gym.run import RunConfig
 
 
 def make_bundle(path: Path, n: int, seed: int) -> Path:
@@ -83,7 +84,7 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000, help="samples in the generated bundle")
     p.add_argument("--n-steps", type=int, default=3, help="steps of the episode")
     p.add_argument("--iterations-per-step", type=int, default=None, help="default: one epoch")
-    p.add_argument("--base-batch", type=int, default=64)
+    p.add_argument("--base-batch", type=int, default=RunConfig.base_batch)
     p.add_argument("--encoder", default="cnn", help="cnn or resnet18")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--bundle", type=Path, default=None,
