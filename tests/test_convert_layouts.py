@@ -225,6 +225,38 @@ def test_ogm_ge_ks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _episode(out)
 
 
+def test_ogm_ge_ks_lists_as_the_repository_ships_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # OGM-GE's data/KineticSound/my_train.txt rows are 'id,10,class' with class numbers
+    # ('--4-0ihtnBU_000058_000068,10,4'), while its dataset.py reads 'class,id'.
+    root, cmd = _ogm_ge_av(tmp_path, "KineticSound")
+    number = {"playing guitar": "4", "dog barking": "13", "rain": "27"}
+    for split in ("train", "test"):
+        rows = [line.split(",") for line in (root / f"my_{split}.txt").read_text().splitlines()]
+        _csv(root / f"my_{split}.txt", [f"{sid},10,{number[c]}" for c, sid in rows])
+    _csv(root / "stat.txt", ["27", "4", "13"])  # its classes are the numbers the lists hold
+    code = main([str(tmp_path / "refused"), "--layout", "ogm_ge_ks", *cmd, "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "is an 'id,N,class' row" in err and "give --manifest-format last" in err
+    out = tmp_path / "ks"
+    _run([str(out), "--layout", "ogm_ge_ks", "--manifest-format", "last", *cmd], capsys)
+    data = load_bundle(out)
+    # The loader's sorted() orders class names as strings: '13' < '27' < '4'.
+    assert data.class_names == ["13", "27", "4"]
+    assert [data.class_names[y] for y in data.labels.numpy()][:3] == ["4", "13", "27"]
+    assert _ids(out)[:3] == ["yt00-clip", "yt01-clip", "yt02-clip"]
+
+
+def test_class_orders_of_numbered_classes() -> None:
+    from dus_gym.data.convert import Row, _class_order
+
+    rows = [Row(f"s{i}", c, "train", "") for i, c in enumerate(["27", "4", "13", "4"])]
+    assert _class_order(rows, "sorted") == ["13", "27", "4"]  # Python's sorted(), as OGM-GE's and MLA's loaders
+    assert _class_order(rows, "numeric") == ["4", "13", "27"]  # the default without a layout
+    assert _class_order(rows, "first_train") == ["27", "4", "13"]
+    assert _class_order([Row("s", "b", None, ""), Row("t", "10", None, "")], "numeric") == ["10", "b"]
+
+
 def test_ogm_ge_ave_keeps_the_last_row_of_a_repeated_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     root, cmd = _ogm_ge_av(tmp_path, "AVE")
     lines = (root / "my_train.txt").read_text().splitlines()

@@ -92,7 +92,7 @@ __all__ = [
 
 MANIFEST_FORMATS = ("csv", "class_first", "mla", "last", "vggsound", "balancedav")
 CLASS_LIST_FORMATS = ("csv", "lines", "mla_ks")
-CLASS_ORDERS = ("sorted", "listed", "first_train")
+CLASS_ORDERS = ("sorted", "numeric", "listed", "first_train")
 AUDIO_RECIPES = ("mel", "ogm_ge", "kaldi_fbank")
 FRAME_RULES = ("even", "first", "segment_start", "segment_middle", "bb")
 SPLITS = {"train": 0, "val": 1, "test": 2}
@@ -221,6 +221,14 @@ def read_manifest(path: str | Path, fmt: str = "auto", split: str | None = None)
             if len(fields_) < 2 or not fields_[0] or not fields_[1]:
                 expected = "id,class" if fmt == "csv" else "class,id"
                 raise ValueError(f"{where}: expected '{expected}', got {','.join(fields_)!r}")
+            if fmt == "class_first" and len(fields_) == 3 and fields_[1].isdigit() and fields_[2].isdigit():
+                # The lists OGM-GE ships (data/KineticSound/my_train.txt) are 'id,10,class'; its own
+                # dataset.py reads 'class,id' and would find no file for any row.
+                raise ValueError(
+                    f"{where}: {','.join(fields_)!r} is an 'id,N,class' row, as OGM-GE ships its Kinetics-Sounds "
+                    "lists, not 'class,id' (which its dataset.py reads): give --manifest-format last (the id first, "
+                    "the class last)"
+                )
             sample_id, label = (fields_[0], fields_[1]) if fmt == "csv" else (fields_[1], fields_[0])
             rows.append(Row(sample_id, label, split, where))
         return rows
@@ -976,11 +984,16 @@ def _features_loader(source: _Source) -> Loader:
 
 
 def _class_order(rows: Sequence[Row], order: str) -> list[str]:
+    """The class names of ``rows`` in ``order``: ``first_train``, ``sorted`` (Python's ``sorted()`` on the
+    names, as OGM-GE's and MLA's loaders sort theirs: ``'13' < '27' < '4'``) or ``numeric`` (by value;
+    names that are not all integers are sorted as strings, as ``sorted``)."""
     if order == "first_train":
         ordered = [r.label for r in rows if r.split == "train"] + [r.label for r in rows]
         return list(dict.fromkeys(ordered))
     seen = sorted({r.label for r in rows})
-    return sorted(seen, key=int) if all(re.fullmatch(r"-?\d+", c) for c in seen) else seen
+    if order == "numeric" and all(re.fullmatch(r"-?\d+", c) for c in seen):
+        return sorted(seen, key=int)
+    return seen
 
 
 def convert(
@@ -1021,12 +1034,14 @@ def convert(
         classes: class names; with ``class_list`` (a ``stat.txt`` read by
             :func:`read_class_list` in ``class_list_format``) the other way
             to fix the classes (a row of another class is skipped).
-        class_order: ``"listed"`` (as given), ``"sorted"`` (numerically when
-            all names are integers) or ``"first_train"`` (order of first
-            appearance among training rows, OGM-GE's VGGSound). Default:
-            ``listed`` for ``classes``, ``sorted`` otherwise (OGM-GE and MLA
-            sort their class lists); a ``balancedav`` manifest's own
-            ``labels`` are listed.
+        class_order: ``"listed"`` (as given), ``"sorted"`` (Python's
+            ``sorted()`` on the names, as OGM-GE's and MLA's loaders: numbers
+            too are sorted as strings, ``'13' < '27' < '4'``), ``"numeric"``
+            (by value when all names are integers, else as ``sorted``) or
+            ``"first_train"`` (order of first appearance among training rows,
+            OGM-GE's VGGSound). Default: ``listed`` for ``classes``,
+            ``numeric`` otherwise (the layouts set the loader's own order); a
+            ``balancedav`` manifest's own ``labels`` are listed.
         duplicates: ``"first"`` keeps the first row of an id, ``"last"`` the
             last (OGM-GE's AVE loader); the others are skipped.
         audio_options: one for every audio modality; default :class:`AudioOptions`.
@@ -1094,18 +1109,18 @@ def convert(
         order = class_order or "listed"
     elif class_list is not None:
         classes = read_class_list(class_list, class_list_format)
-        order = class_order or "sorted"
+        order = class_order or "numeric"
     elif declared is not None:
         classes = declared
         order = class_order or "listed"
     else:
-        order = class_order or "sorted"
+        order = class_order or "numeric"
     if order not in CLASS_ORDERS:
         raise ValueError(f"convert: class order {order!r}; valid: {list(CLASS_ORDERS)}")
     if classes is None:
         classes = _class_order(rows, order)
-    elif order == "sorted":
-        classes = _class_order([Row("", c, None, "") for c in classes], "sorted")
+    elif order in ("sorted", "numeric"):
+        classes = _class_order([Row("", c, None, "") for c in classes], order)
     elif order == "first_train":
         appearing = [c for c in _class_order(rows, "first_train") if c in set(classes)]
         classes = appearing + [c for c in classes if c not in set(appearing)]
@@ -1455,8 +1470,9 @@ def _parser() -> _Parser:
                    help="csv: the first field of each row (OGM-GE, default); lines: each line (MLA); mla_ks: MLA's "
                    "stat_ks.txt")
     c.add_argument("--class-order", choices=list(CLASS_ORDERS), default=None,
-                   help="label order: listed (as --classes gives it), sorted (default without --classes; numeric "
-                   "for numbers), first_train (first appearance among training rows)")
+                   help="label order: listed (as --classes gives it), sorted (Python's sorted() on the names, as "
+                   "OGM-GE's and MLA's loaders: '13' < '4'), numeric (by value when all names are integers; default "
+                   "without --classes), first_train (first appearance among training rows)")
     c.add_argument("--duplicates", choices=["first", "last"], default=None,
                    help="which row of a repeated id is kept (default first; OGM-GE's AVE keeps the last)")
     p.add_argument("--audio", action="append", default=[], metavar="NAME[@SPLIT]=DIR",
