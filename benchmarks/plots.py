@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-if TYPE_CHECKING:
+from dus_gym.agent_io import policy_label
+
+if TYPE_CHECKING:  # for types only: compare imports this module, not the other way round
     from benchmarks.compare import Row
 
 __all__ = ["plot_all", "plot_final_metrics", "plot_quantities", "plot_val_curves"]
@@ -45,8 +47,6 @@ def _panels(
 
 
 def _label(policy: str) -> str:
-    from benchmarks.compare import policy_label
-
     return policy_label(policy)
 
 
