@@ -92,6 +92,10 @@ class Args:
     """value-loss coefficient"""
     max_grad_norm: float = 0.5
     """gradient clipping"""
+    normalize_obs: bool = True
+    """Gymnasium's NormalizeObservation on the vector env"""
+    normalize_reward: bool = False
+    """Gymnasium's NormalizeReward on the vector env (off: the rewards are accuracy gains, already of order 0.01-0.1)"""
     output_dir: str = "runs"
     """where the run folder goes"""
     device: str = "cpu"
@@ -132,6 +136,27 @@ class Agent(nn.Module):
         return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.get_value(x)
 
 
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, next_value: torch.Tensor, terminations: torch.Tensor,
+    dones: torch.Tensor, gamma: float, gae_lambda: float,
+) -> torch.Tensor:
+    """Generalised advantage estimates ``(T, N)`` of a NEXT_STEP rollout.
+
+    ``values[t + 1]`` (``next_value`` after the last step) is V of the observation after step t: for an
+    episode that ended at t, its last observation, so a truncated episode bootstraps from it and a
+    terminated one (``terminations``) from nothing. The recursion stops at every episode end (``dones``),
+    so the reset transition after it, masked out of the loss, adds nothing to the episode's advantages.
+    """
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(next_value)
+    for t in reversed(range(len(rewards))):
+        following = next_value if t == len(rewards) - 1 else values[t + 1]
+        delta = rewards[t] + gamma * following * (1.0 - terminations[t]) - values[t]
+        last = delta + gamma * gae_lambda * (1.0 - dones[t]) * last
+        advantages[t] = last
+    return advantages
+
+
 def main(args: Args) -> Path:
     with setting_up():
         env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
@@ -159,8 +184,10 @@ def main(args: Args) -> Path:
     device = torch.device(args.device)
     modalities = list(envs.unwrapped.modalities)  # type: ignore[attr-defined]
     envs = gym.wrappers.vector.RecordEpisodeStatistics(envs)  # raw returns, before the normalisers
-    envs = gym.wrappers.vector.NormalizeObservation(envs)
-    envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
+    if args.normalize_obs:
+        envs = gym.wrappers.vector.NormalizeObservation(envs)
+    if args.normalize_reward:
+        envs = gym.wrappers.vector.NormalizeReward(envs, gamma=args.gamma)
     action_space = envs.single_action_space
     assert isinstance(action_space, gym.spaces.MultiDiscrete), "a discrete action_type is expected"
     obs_shape = envs.single_observation_space.shape
@@ -218,18 +245,9 @@ def main(args: Args) -> Path:
                 quantity_sum[i] = 0.0
             autoreset = done
 
-        # GAE. values[t + 1] is V(observation after step t): for an episode that ended at t, its last
-        # observation (NEXT_STEP), so truncation bootstraps from it and termination from nothing; the
-        # recursion stops at every episode end, so the masked reset transition after it adds nothing.
         with torch.no_grad():
-            next_value = agent.get_value(next_obs)
-            advantages = torch.zeros_like(rewards)
-            lastgaelam = torch.zeros(n, device=device)
-            for t in reversed(range(T)):
-                nextvalues = next_value if t == T - 1 else values[t + 1]
-                delta = rewards[t] + args.gamma * nextvalues * (1.0 - terminations[t]) - values[t]
-                lastgaelam = delta + args.gamma * args.gae_lambda * (1.0 - dones[t]) * lastgaelam
-                advantages[t] = lastgaelam
+            advantages = gae(rewards, values, agent.get_value(next_obs), terminations, dones, args.gamma,
+                             args.gae_lambda)
             returns = advantages + values
 
         keep = valid.reshape(-1).bool()  # the transitions of episodes; not the reset steps

@@ -55,6 +55,26 @@ def test_the_same_seed_trains_the_same_agent(tmp_path: Path) -> None:
     assert (first / "episodes.csv").read_text() == (second / "episodes.csv").read_text()
 
 
+def test_gae_of_a_next_step_rollout_by_hand() -> None:
+    # One sub-env: steps 0, 1 end an episode by truncation at step 1; step 2 is the reset transition
+    # (masked); step 3 starts the next episode, the rollout ends after it.
+    g, lam = 0.9, 0.5
+    rewards = torch.tensor([[1.0], [2.0], [0.0], [4.0]])
+    values = torch.tensor([[0.5], [1.0], [3.0], [2.0]])  # values[2] = V(last observation of the episode)
+    next_value = torch.tensor([5.0])
+    terminations = torch.zeros(4, 1)
+    dones = torch.tensor([[0.0], [1.0], [0.0], [0.0]])
+    adv = ppo_batched.gae(rewards, values, next_value, terminations, dones, g, lam)
+    d1 = 2.0 + g * 3.0 - 1.0  # truncated: bootstraps from V(last observation)
+    d0 = 1.0 + g * 1.0 - 0.5
+    d3 = 4.0 + g * 5.0 - 2.0
+    torch.testing.assert_close(adv[:2, 0], torch.tensor([d0 + g * lam * d1, d1]))
+    torch.testing.assert_close(adv[3, 0], torch.tensor(d3))
+    # Terminated instead (a diverged run): nothing after it.
+    adv = ppo_batched.gae(rewards, values, next_value, dones, dones, g, lam)
+    torch.testing.assert_close(adv[1, 0], torch.tensor(2.0 - 1.0))
+
+
 def test_bad_settings_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="--num-minibatches 3 must divide num_envs \\* num_steps = 8"):
         _train(tmp_path, "--num-minibatches", "3")
