@@ -5,8 +5,8 @@
 What it shows: the env as any Gymnasium 1.x loop drives it. N training runs
 are one batched computation (``gym.make_vec(..., vectorization_mode=
 "vector_entry_point")``), with Gymnasium's own vector wrappers on top
-(``RecordEpisodeStatistics``, ``NormalizeObservation``, ``NormalizeReward``)
-and Gymnasium's default autoreset, ``NEXT_STEP``:
+(``RecordEpisodeStatistics``, ``NormalizeObservation``; ``NormalizeReward``
+with ``--normalize-reward``) and Gymnasium's default autoreset, ``NEXT_STEP``:
 
 - the step that ends an episode returns its last observation (so a truncated
   episode bootstraps from ``V(last observation)``, and a terminated one, a
@@ -14,6 +14,9 @@ and Gymnasium's default autoreset, ``NEXT_STEP``:
 - the next step of that sub-env is its reset: the action is ignored, the
   reward is 0, and that transition belongs to no episode. It is masked out of
   the advantages and the loss, and not counted as an env step.
+
+Beside SB3's PPO at equal env steps on the shortcut family (docs/agents.md):
+three seeds of four learn what SB3's do; one drifts the other way.
 
 The policy gives one categorical distribution per modality over the
 discrete weight levels (``MultiDiscrete``). Everything else is CleanRL's PPO:
