@@ -93,6 +93,8 @@ class Args:
     """entropy coefficient"""
     vf_coef: float = 0.5
     """value-loss coefficient"""
+    clip_vloss: bool = True
+    """clip the value loss as the surrogate (CleanRL's default; SB3's PPO does not)"""
     max_grad_norm: float = 0.5
     """gradient clipping"""
     normalize_obs: bool = True
@@ -276,8 +278,11 @@ def main(args: Args) -> Path:
                     mb_adv = (mb_adv - mb_adv.mean()) / (mb_adv.std() + 1e-8)
                 clipped = ratio.clamp(1 - args.clip_coef, 1 + args.clip_coef)
                 pg_loss = torch.max(-mb_adv * ratio, -mb_adv * clipped).mean()
-                v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
-                v_loss = 0.5 * torch.max((newvalue - b_returns[mb]) ** 2, (v_clipped - b_returns[mb]) ** 2).mean()
+                v_loss = 0.5 * (newvalue - b_returns[mb]) ** 2
+                if args.clip_vloss:
+                    v_clipped = b_values[mb] + (newvalue - b_values[mb]).clamp(-args.clip_coef, args.clip_coef)
+                    v_loss = torch.max(v_loss, 0.5 * (v_clipped - b_returns[mb]) ** 2)
+                v_loss = v_loss.mean()
                 entropy_loss = entropy.mean()
                 loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
                 optimizer.zero_grad()
