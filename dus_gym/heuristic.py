@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from dus_gym.budget import allocate, default_n_max
+from dus_gym.budget import QuantityRule, allocate, default_n_max
 
 __all__ = ["dus_h_quantities", "dus_h_weights", "gap_weights"]
 
@@ -44,7 +44,8 @@ def dus_h_weights(scores: Sequence[float] | np.ndarray, lam: float = 1.0) -> np.
 
 
 def dus_h_quantities(
-    scores: Sequence[float] | np.ndarray, base_batch: int, lam: float = 1.0, n_min: int = 1, n_max: int | None = None
+    scores: Sequence[float] | np.ndarray, base_batch: int, lam: float = 1.0, n_min: int = QuantityRule.n_min,
+    n_max: int | None = None,
 ) -> np.ndarray:
     """The DUS-H counts (fixed budget) of the cumulative scores ``S_t``.
 
