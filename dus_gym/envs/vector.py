@@ -179,8 +179,9 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         for i, d in new_data.items():
             batch.reset_run(i, d, self.envs[i].instance)
         steps = self._train(batch, actions, resetting)
-        for i, d in new_data.items():  # a run that sat out is fresh again: its step trained a placeholder
-            batch.reset_run(i, d, self.envs[i].instance)
+        if steps:  # the others trained: a run that sat out is made fresh again (its rows trained a placeholder)
+            for i, d in new_data.items():
+                batch.reset_run(i, d, self.envs[i].instance)
         self.final_observations, self.final_tests = {}, {}
         infos: dict[str, Any] = {}
         for i, st in steps.items():
