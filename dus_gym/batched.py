@@ -38,25 +38,17 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
 from dus_gym.data import MultimodalDataset
-from dus_gym.data.placement import fits_on_device
+from dus_gym.data.placement import fits_on_device, standardisation
 from dus_gym.methods import JointMethod, MLAMethod, OGMGEMethod, make_method
-from dus_gym.methods.ogm_ge import ogm_coefficients
+from dus_gym.methods.base import normalised_loss
+from dus_gym.methods.ogm_ge import modulate_encoder_gradients, ogm_coefficients
+from dus_gym.metrics import Evaluation, held_out_report, probe_accuracies, split_metrics, unpack_evaluation
 from dus_gym.models import MultimodalModel, build_model
 from dus_gym.models.encoders import ConvEncoder, MLPEncoder
-from dus_gym.monitor import MONITOR_MODES, loss_and_score
-from dus_gym.run import (
-    Evaluation,
-    RunConfig,
-    StepReport,
-    TrainingRun,
-    macro_f1,
-    probe_accuracies,
-    resolve_device,
-    torch_threads,
-)
+from dus_gym.monitor import StackedMonitor, loss_and_score
+from dus_gym.run import RunConfig, StepReport, TrainingRun, resolve_device, torch_threads
 
 __all__ = [
     "RUNS_PER_THREAD", "BatchedTrainingRun", "LoopedRuns", "RunBatch", "batch_threads", "batching_support",
@@ -262,47 +254,6 @@ class _StackedOptimizer:
                 t[i] = 0
 
 
-class _StackedMonitor:
-    """The discrepancy monitor of docs/method.md section 2 for N runs, ``(N, M)``, each with its own t."""
-
-    def __init__(self, num_runs: int, num_modalities: int, mode: str, beta: float, device: torch.device) -> None:
-        if mode not in MONITOR_MODES:
-            raise ValueError(f"unknown monitor mode {mode!r}; valid modes: {list(MONITOR_MODES)}")
-        self.mode, self.beta = mode, beta
-        self.t = torch.zeros(num_runs, 1, device=device)
-        self.last = torch.zeros(num_runs, num_modalities, device=device)
-        self.cumulative = torch.zeros(num_runs, num_modalities, device=device)
-
-    def update_many(self, scores: torch.Tensor) -> None:
-        """K iterations' scores ``(K, N, M)``: the closed forms of
-        :meth:`~dus_gym.monitor.DiscrepancyMonitor.update_many`, per run
-        (a fresh run, t = 0, starts from its first score)."""
-        k = scores.shape[0]
-        fresh = self.t == 0
-        first, rest = scores[0], scores[1:]
-        if self.mode == "mean":
-            # Fresh runs: S_1 = s_1, then (S_1 + sum of the rest) / K, as the single monitor computes it.
-            started = (first + rest.sum(dim=0)) / k
-            going = (self.cumulative * self.t + scores.sum(dim=0)) / (self.t + k)
-        else:
-            b = self.beta
-            powers = b ** torch.arange(k - 1, -1, -1, dtype=scores.dtype, device=scores.device)
-            started = b ** (k - 1) * first + (1.0 - b) * torch.einsum("k,knm->nm", powers[1:], rest)
-            going = b**k * self.cumulative + (1.0 - b) * torch.einsum("k,knm->nm", powers, scores)
-        self.cumulative = torch.where(fresh, started, going)
-        self.last = scores[-1]
-        self.t = self.t + k
-
-    @property
-    def discrepancy(self) -> torch.Tensor:
-        return self.cumulative - self.cumulative.mean(dim=1, keepdim=True)
-
-    def reset_run(self, i: int) -> None:
-        self.t[i] = 0
-        self.last[i] = 0
-        self.cumulative[i] = 0
-
-
 class BatchedTrainingRun:
     """N training runs trained in lock-step as one stacked computation (see the module docstring).
 
@@ -348,7 +299,7 @@ class BatchedTrainingRun:
         }
         self._branch = [self._branch_fn(j) for j in range(m)]
         self._optimizer = _StackedOptimizer(self.params, config)
-        self.monitor = _StackedMonitor(n, m, config.monitor, config.monitor_beta, self.device)
+        self.monitor = StackedMonitor(n, m, config.monitor, config.monitor_beta, self.device)
         self.threads: int | None = batch_threads(config.threads, n)
         # Data: shared (one dataset object for all runs) or stacked per run, on the device.
         self._datasets: list[MultimodalDataset] = [ref] * n
@@ -439,10 +390,9 @@ class BatchedTrainingRun:
 
     @staticmethod
     def _standardisation(x: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the training rows, as :class:`~dus_gym.run.TrainingRun` standardises."""
-        ref = x[train]
-        dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
-        return ref.mean(dim=dims, keepdim=True)[0], ref.std(dim=dims, keepdim=True).clamp(min=1e-6)[0]
+        """:func:`~dus_gym.data.placement.standardisation` of one run's data, without its leading axis."""
+        mean, std = standardisation(x, train)
+        return mean[0], std[0]
 
     def _run_raw(self, j: int, i: int) -> torch.Tensor:
         return self._raw[j] if self._shared else self._raw[j][i]
@@ -630,8 +580,7 @@ class BatchedTrainingRun:
             contribution = torch.where(present[j][..., None], lg, 0.0)
             fused = contribution if fused is None else fused + contribution
         assert fused is not None
-        ce = F.cross_entropy(fused.reshape(n * P, -1), y.reshape(-1), reduction="none").reshape(n, P)
-        loss = torch.where(valid, ce, 0.0).sum(dim=1) / self.config.base_batch
+        loss = normalised_loss(fused, y, self.config.base_batch, valid)
         self._optimizer.zero_grad()
         loss.sum().backward()
         stats = [loss_and_score(lg, y, present[j]) for j, lg in enumerate(logits)]
@@ -646,20 +595,11 @@ class BatchedTrainingRun:
         """OGM-GE per run (:meth:`~dus_gym.methods.ogm_ge.OGMGEMethod.modulate_gradients`)."""
         assert isinstance(self.method, OGMGEMethod)
         coeff = ogm_coefficients(score, self.method.alpha)  # (N, M)
-        for j in range(self.num_modalities):
-            prefix = f"encoders.{j}."
-            for name, p in self.params.items():
-                if not name.startswith(prefix) or p.grad is None:
-                    continue
-                g = p.grad
-                per_run = g.reshape(self.num_runs, -1)
-                noisy = self.method.noise and per_run.shape[1] > 1
-                std = per_run.std(dim=1) if noisy else None
-                g.mul_(coeff[:, j].to(g.dtype).view(-1, *([1] * (g.ndim - 1))))
-                if std is not None:
-                    for i in range(self.num_runs):  # each run's noise from its own generator
-                        noise = torch.randn(g.shape[1:], generator=self._generators[i], device=g.device, dtype=g.dtype)
-                        g[i].add_(noise * std[i])
+        grads = [
+            [p.grad for name, p in self.params.items() if name.startswith(f"encoders.{j}.") and p.grad is not None]
+            for j in range(self.num_modalities)
+        ]
+        modulate_encoder_gradients(grads, coeff, self.method.noise, self._generators)
 
     def _mla_iteration(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mla`` as :class:`~dus_gym.methods.mla.MLAMethod` (no projection): one step per modality, in turn."""
@@ -673,8 +613,7 @@ class BatchedTrainingRun:
             valid = torch.arange(P, device=dev)[None, :] < torch.as_tensor(n_j, device=dev)[:, None]
             y = self._gather_labels(idx)
             logits = self._branch[j](self._gather(j, idx))
-            ce = F.cross_entropy(logits.reshape(n * P, -1), y.reshape(-1), reduction="none").reshape(n, P)
-            loss = torch.where(valid, ce, 0.0).sum(dim=1) / self.config.base_batch
+            loss = normalised_loss(logits, y, self.config.base_batch, valid)
             self._optimizer.zero_grad()
             loss.sum().backward()
             self._optimizer.step()
@@ -696,25 +635,12 @@ class BatchedTrainingRun:
             chunks.append(torch.stack([self._branch[j](self._gather(j, c)) for j in range(self.num_modalities)], 1))
         logits = torch.cat(chunks, dim=2)  # (N, M, n, C)
         y = self._gather_labels(idx)  # (N, n)
-        fused = vmap(self.method.fuse)(logits)
-        pred = fused.argmax(dim=-1)
-        n, k, c = fused.shape
-        accuracy = (pred == y).float().mean(dim=1)
-        f1 = macro_f1(pred, y, self.num_classes)
-        loss = F.cross_entropy(fused.reshape(n * k, c), y.reshape(-1), reduction="none").reshape(n, k).mean(dim=1)
-        branch_acc = (logits.argmax(dim=-1) == y[:, None]).float().mean(dim=-1)
-        ym = y[:, None].expand(-1, self.num_modalities, -1)
-        branch_loss = F.cross_entropy(logits.reshape(-1, c), ym.reshape(-1), reduction="none")
-        branch_loss = branch_loss.reshape(n, self.num_modalities, k).mean(dim=-1)
-        return torch.cat([torch.stack([accuracy, f1, loss], dim=1), branch_acc, branch_loss], dim=1)
+        if self._shared:
+            y = y.expand(self.num_runs, -1)
+        return split_metrics(logits, y, self.method.fuse, self.num_classes)
 
     def _unpack(self, values: np.ndarray) -> Evaluation:
-        m = self.num_modalities
-        return Evaluation(
-            accuracy=float(values[0]), macro_f1=float(values[1]), loss=float(values[2]),
-            branch_accuracy=[float(v) for v in values[3 : 3 + m]],
-            branch_loss=[float(v) for v in values[3 + m : 3 + 2 * m]],
-        )
+        return unpack_evaluation(values, self.num_modalities)
 
     def evaluate(self, split: str = "val") -> list[Evaluation]:
         """Every run's metrics on ``split``, one :class:`~dus_gym.run.Evaluation` each."""
@@ -724,22 +650,18 @@ class BatchedTrainingRun:
 
     def report(self, i: int, split: str = "test", probe: bool = True) -> dict[str, Any]:
         """Run i's held-out metrics, as :meth:`TrainingRun.report` gives them (``info["test"]``)."""
-        ev = self.evaluate(split)[i]
-        out: dict[str, Any] = {
-            "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "loss": ev.loss,
-            "branch_accuracy": dict(zip(self.modality_names, ev.branch_accuracy)),
-        }
-        if probe:
-            with torch_threads(self.threads):
-                inputs = [
-                    torch.addcmul(self._shift[j][i], self._run_raw(j, i), self._scale[j][i])
-                    for j in range(self.num_modalities)
-                ]
-                labels = self._labels if self._shared else self._labels[i]
-                accuracies = probe_accuracies(
-                    self._features(i), inputs, labels, self._splits["train"][i], self._splits[split][i], self.config
-                )
-            out["probe_accuracy"] = dict(zip(self.modality_names, accuracies))
-        out["imbalance_gap"] = max(ev.branch_accuracy) - min(ev.branch_accuracy)
-        return out
+        return held_out_report(
+            self.evaluate(split)[i], self.modality_names, (lambda: self._probe(i, split)) if probe else None
+        )
 
+    def _probe(self, i: int, split: str) -> list[float]:
+        """Run i's linear probes (:func:`~dus_gym.metrics.probe_accuracies`) on its own standardised data."""
+        with torch_threads(self.threads):
+            inputs = [
+                torch.addcmul(self._shift[j][i], self._run_raw(j, i), self._scale[j][i])
+                for j in range(self.num_modalities)
+            ]
+            labels = self._labels if self._shared else self._labels[i]
+            return probe_accuracies(
+                self._features(i), inputs, labels, self._splits["train"][i], self._splits[split][i], self.config
+            )
