@@ -48,13 +48,14 @@ def loss_and_score(
         nats (>= 0), the score in [0, 1].
     """
     log_py = torch.log_softmax(logits.detach(), dim=-1).gather(-1, labels[..., None]).squeeze(-1)
-    if mask is None:
-        return -log_py.mean(dim=-1), log_py.exp().mean(dim=-1)
-    count = mask.sum(dim=-1)
-    # where(), not a product: a padded row's logits may be anything, NaN included.
-    loss = -torch.where(mask, log_py, 0.0).sum(dim=-1) / count
-    score = torch.where(mask, log_py.exp(), 0.0).sum(dim=-1) / count
-    return loss, score
+    nll, p_true = -log_py, log_py.exp()
+    count: int | torch.Tensor = log_py.shape[-1]
+    if mask is not None:
+        count = mask.sum(dim=-1)
+        # where(), not a product: a padded row's logits may be anything, NaN included.
+        nll, p_true = torch.where(mask, nll, 0.0), torch.where(mask, p_true, 0.0)
+    # sum / count is bit for bit the mean (a single run's n rows), so one form serves both.
+    return nll.sum(dim=-1) / count, p_true.sum(dim=-1) / count
 
 
 def true_class_score(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
