@@ -173,13 +173,13 @@ def test_standardisation_by_hand_with_a_nearly_constant_feature(path: str) -> No
     b = torch.randn(90, 3, generator=g) * 40.0 + 7.0
     data = MultimodalDataset({"a": a, "b": b}, labels, ["0", "1", "2"], "nearly-constant")
     run = Path(path, data, _config())
-    train = run.run.splits.train if path == "single" else run.run._splits["train"][1]
+    train = run.run.splits.train if path == "single" else run.run.data.splits["train"][1]
     for j, x in enumerate([a, b]):
         want = standardised_by_hand(x, train)
         if path == "single":
             got = run.run.inputs[j]
         else:
-            got = run.run._gather(j, torch.arange(90).expand(2, -1))[1]
+            got = run.run.data.gather(j, torch.arange(90).expand(2, -1))[1]
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
