@@ -127,8 +127,8 @@ def loop_reason(config: RunConfig, dataset: MultimodalDataset, num_runs: int) ->
     Either stacking does not apply (:func:`batching_support`) or it would be
     slower than the loop:
 
-    - N = 1: one stacked run costs about twice a single one (vmap's overhead
-      buys nothing);
+    - N = 1: one stacked run costs 1.17x a single one on the digits MLPs
+      (docs/batched.md, "Why the single run is not the batched run with N = 1");
     - a CNN encoder on the CPU: vmap turns each convolution of N runs into a
       grouped convolution, which costs 1.4-2.1x the N single runs' CPU time
       (one thread; N = 4-64; avdigits' two CNNs; docs/batched.md, "Speed"),
