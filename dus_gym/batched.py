@@ -19,6 +19,12 @@ so the padding changes nothing. Batch draws come from each run's own
 same examples as ``TrainingRun(..., sample_seed=s_i)``; results agree to
 float32 rounding (stacked matmuls round differently from single ones).
 
+Every formula (the loss over B, ``s_t``, ``S_t``, OGM-GE's modulation,
+evaluation, the report) is the single run's own function, called here over
+the run axis (docs/architecture.md, "Where each formula lives"); this module
+holds the iterations' control flow, and :mod:`dus_gym.stacked` the stacked
+data, parameters and optimizer.
+
 Supported: methods ``joint``, ``ogm_ge`` and ``mla`` (without the head
 projection), MLP and CNN encoders, SGD and Adam, data placed on the device.
 :func:`make_run_batch` falls back to :class:`LoopedRuns`, a plain loop over

@@ -96,3 +96,29 @@ def test_the_table_lists_every_module_and_the_checker_sees_an_upward_import(tmp_
     bad.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from dus_gym.envs import DUSEnv\n"
                    "from dus_gym.run import RunConfig\n")
     assert runtime_imports(bad) == [(4, "dus_gym.run"), (4, "dus_gym.run.RunConfig")]
+
+
+def test_every_function_the_formula_table_names_exists() -> None:
+    """The "Where each formula lives" table names real functions (a rename must update the doc)."""
+    import importlib
+
+    text = DOC.read_text().split("## Where each formula lives", 1)[1]
+    names = []
+    for line in text.splitlines():
+        cells = line.split("|")
+        if len(cells) > 3 and not set(cells[2].strip()) <= {"-"}:
+            names += re.findall(r"`((?:\w+\.)*\w+)`", cells[2])
+    assert len(names) >= 15
+    for name in names:
+        parts = name.split(".")
+        for k in range(len(parts), 0, -1):  # the longest importable module prefix, then attributes
+            try:
+                obj = importlib.import_module("dus_gym." + ".".join(parts[:k]))
+            except ModuleNotFoundError:
+                continue
+            for attr in parts[k:]:
+                assert hasattr(obj, attr), f"docs/architecture.md names {name}: {obj} has no {attr}"
+                obj = getattr(obj, attr)
+            break
+        else:
+            raise AssertionError(f"docs/architecture.md names {name}, which is no dus_gym module or function")
