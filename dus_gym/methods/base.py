@@ -100,10 +100,18 @@ def normalised_loss(
         ``(...)``, the loss in nats; with ``P = B`` drawn rows it is the mean
         cross-entropy. Padding rows add exactly zero, whatever their logits.
     """
-    ce = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
-    if valid is not None:
-        ce = torch.where(valid, ce, 0.0)  # where(), not a product: a padded row's logits may be NaN
-    return ce.sum(dim=-1) / base_batch
+    if valid is None and logits.ndim == 2:
+        # One run, every row drawn: cross_entropy's own reduction. reduction="none" and a
+        # sum cost 40 us more per iteration on the digits MLPs (4% of a step).
+        if len(labels) == base_batch:
+            return F.cross_entropy(logits, labels)  # the mean, which is this sum / B bit for bit
+        summed = F.cross_entropy(logits, labels, reduction="sum")
+    else:
+        ce = F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
+        if valid is not None:
+            ce = torch.where(valid, ce, 0.0)  # where(), not a product: a padded row's logits may be NaN
+        summed = ce.sum(dim=-1)
+    return summed / base_batch
 
 
 def stacked_branch_stats(iterations: Sequence[Sequence[Batch]]) -> tuple[torch.Tensor, torch.Tensor]:
