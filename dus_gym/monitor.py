@@ -71,13 +71,14 @@ def _check_options(mode: str, beta: float) -> None:
 
 
 def cumulative_scores(
-    cumulative: torch.Tensor, t: torch.Tensor, scores: torch.Tensor, mode: str, beta: float
+    cumulative: torch.Tensor, t: torch.Tensor | int, scores: torch.Tensor, mode: str, beta: float
 ) -> torch.Tensor:
     """``S`` after K more iterations' scores, per run: the one implementation of the recursion.
 
     Args:
         cumulative: ``(N, M)`` the runs' ``S_t`` (anything where ``t == 0``).
-        t: ``(N, 1)`` float, the iterations each run has seen (0: a fresh run).
+        t: ``(N, 1)`` float, the iterations each run has seen (0: a fresh
+            run), or one int for all N (a single run: N = 1).
         scores: ``(K, N, M)``, K >= 1 iterations' ``s`` of every run, in [0, 1].
         mode: ``"mean"`` or ``"ema"``; beta: the EMA's decay in [0, 1).
 
@@ -89,15 +90,22 @@ def cumulative_scores(
         Equal to K single updates up to float32 rounding.
     """
     k = scores.shape[0]
-    first, rest = scores[0], scores[1:]
-    if mode == "mean":
-        started = (first + rest.sum(dim=0)) / k
-        going = (cumulative * t + scores.sum(dim=0)) / (t + k)
-    else:
-        powers = beta ** torch.arange(k - 1, -1, -1, dtype=scores.dtype, device=scores.device)
-        started = beta ** (k - 1) * first + (1.0 - beta) * torch.einsum("k,knm->nm", powers[1:], rest)
-        going = beta**k * cumulative + (1.0 - beta) * torch.einsum("k,knm->nm", powers, scores)
-    return torch.where(t == 0, started, going)
+    powers = beta ** torch.arange(k - 1, -1, -1, dtype=scores.dtype, device=scores.device)
+
+    def started() -> torch.Tensor:  # S_1 = s_1, then the other K - 1 scores
+        first, rest = scores[0], scores[1:]
+        if mode == "mean":
+            return (first + rest.sum(dim=0)) / k
+        return beta ** (k - 1) * first + (1.0 - beta) * torch.einsum("k,knm->nm", powers[1:], rest)
+
+    def going() -> torch.Tensor:
+        if mode == "mean":
+            return (cumulative * t + scores.sum(dim=0)) / (t + k)
+        return beta**k * cumulative + (1.0 - beta) * torch.einsum("k,knm->nm", powers, scores)
+
+    if isinstance(t, int):  # one t for all runs: only the branch that applies (a single run, every step)
+        return started() if t == 0 else going()
+    return torch.where(t == 0, started(), going())
 
 
 def discrepancy(cumulative: torch.Tensor) -> torch.Tensor:
@@ -137,8 +145,7 @@ class DiscrepancyMonitor:
         k = scores.shape[0]
         if k == 0:
             return
-        t = torch.full((1, 1), float(self.t), dtype=scores.dtype, device=scores.device)
-        self.cumulative = cumulative_scores(self.cumulative[None], t, scores[:, None], self.mode, self.beta)[0]
+        self.cumulative = cumulative_scores(self.cumulative[None], self.t, scores[:, None], self.mode, self.beta)[0]
         self.last = scores[-1]
         self.t += k
 
