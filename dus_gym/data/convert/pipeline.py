@@ -118,14 +118,7 @@ def convert(
         "frames": {m: asdict(o) for m, o in frame_options.items()},
     }
     notes: Counter[str] = Counter()
-    loaders: dict[str, Loader] = {}
-    for src in sources:
-        if src.kind == "audio":
-            loaders[src.name] = _audio_loader(src, audio_options, notes)
-        elif src.kind == "frames":
-            loaders[src.name] = _frames_loader(src, frame_options.get(src.name, FrameOptions()))
-        else:
-            loaders[src.name] = _features_loader(src)
+    loaders = _loaders(sources, audio_options, frame_options, notes)
 
     # Everything is written inside a temporary folder beside `out` (the sample
     # buffers, then the bundle and its report) and renamed into place at the
@@ -147,9 +140,7 @@ def convert(
         if any(r.split is not None for r in rows):
             split_codes = _split_codes(kept_rows, labels, val_fraction, seed, report, out)
         source = {
-            "converter": "dus_gym.data.convert",
-            "layout": layout,
-            "manifests": [[s, str(p)] for s, p in manifests],
+            "converter": "dus_gym.data.convert", "layout": layout, "manifests": [[s, str(p)] for s, p in manifests],
             "modalities": {src.name: {str(k): v for k, v in src.folders.items()} for src in sources},
             "skipped": len(report.skipped),
         }
@@ -229,6 +220,22 @@ def _read_rows(
             where = f"convert: modality {src.name!r}: folder" + (f" (split {split!r})" if split else "")
             _check_path(folder, where, folder=True)
     return rows
+
+
+def _loaders(
+    sources: Sequence[_Source], audio_options: AudioOptions, frame_options: Mapping[str, FrameOptions],
+    notes: Counter[str],
+) -> dict[str, Loader]:
+    """Per modality, the function that reads a row's array (notes of what was done to it go to ``notes``)."""
+    loaders: dict[str, Loader] = {}
+    for src in sources:
+        if src.kind == "audio":
+            loaders[src.name] = _audio_loader(src, audio_options, notes)
+        elif src.kind == "frames":
+            loaders[src.name] = _frames_loader(src, frame_options.get(src.name, FrameOptions()))
+        else:
+            loaders[src.name] = _features_loader(src)
+    return loaders
 
 
 def _new_report(out: Path, rows: Sequence[Row], classes: list[str], layout: str | None) -> ConversionReport:
