@@ -42,7 +42,7 @@ The modules, one concern each: :mod:`.manifests` (the lists and the classes),
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dus_gym.data.convert.audio import (
     AUDIO_RECIPES,
@@ -103,6 +103,9 @@ __all__ = [
     "read_wav",
     "resample",
 ]
+
+if TYPE_CHECKING:  # what the lazy `main` below is, for type checkers
+    from dus_gym.data.convert.__main__ import main
 
 # Also importable from here, as before the package: the other constants and helpers' types.
 _ALSO = (AUDIO_EXTS, CLASS_LIST_FORMATS, CLASS_ORDERS, CREMAD_CLASSES, IMAGE_EXTS, KS_FBANK_NORM, MEDIA_EXTS,
