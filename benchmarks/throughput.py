@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -70,6 +71,9 @@ from typing import Any
 import torch
 
 import dus_gym  # noqa: F401  (registers DUS-v0)
+
+if __package__ in (None, ""):  # run as a file (python benchmarks/throughput.py): its parts from the repository
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._throughput_common import (
     CNN_VIEWS,
     PARTS,
