@@ -24,13 +24,7 @@ MAX_FUNCTION_LINES = 80
 LONG_FILES_BEING_SPLIT = {"dus_gym/batched.py", "dus_gym/run.py", "dus_gym/envs/dus_env.py"}
 
 # Known circles, each with what removes it; the lead empties this list when they are gone.
-KNOWN_CYCLES = {
-    # make_policy (policies) loads agents through agent_io.load_policy, which builds built-in policies
-    # through policies.builtin_policy. Removing it means moving the built-in policy classes below
-    # agent_io (a module of their own that agent_io imports), which touches policies.py while item 4
-    # changes the ObservationLayout the policies read: left for after that merge.
-    frozenset({"dus_gym.agent_io", "dus_gym.policies"}),
-}
+KNOWN_CYCLES: set[frozenset[str]] = set()
 
 
 def _modules() -> dict[str, Path]:
