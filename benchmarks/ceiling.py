@@ -45,7 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.compare import BACKENDS, append_record, check_backend, read_records
+from benchmarks.backends import check_backend, map_units
+from benchmarks.results_file import append_record, read_records
 from dus_gym.cli import UsageError, parse_args, run, setting_up
 from dus_gym.instances import GENERAL_FAMILIES, family_env_kwargs, instance_set
 from dus_gym.run import EPISODE_STEPS
@@ -240,7 +241,7 @@ Unit = tuple[str, int]
 """One instance: (family, index)."""
 
 
-def _search_unit(unit: Unit, settings: dict[str, Any], threads: int | None) -> dict[str, Any]:
+def _search_unit(unit: Unit, threads: int | None, settings: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     if threads is not None:
@@ -251,33 +252,11 @@ def _search_unit(unit: Unit, settings: dict[str, Any], threads: int | None) -> d
         raise RuntimeError(f"instance {unit[1]} of {unit[0]} failed: {type(err).__name__}: {err}") from err
 
 
-def execute(units: Sequence[Unit], settings: dict[str, Any], backend: str, workers: int, threads: int
-            ) -> Iterator[dict[str, Any]]:
-    """Search ``units`` on a backend (as :func:`benchmarks.compare.execute` runs cells); yields each
-    instance's record as it finishes, in any order."""
-    check_backend(backend, workers)
-    if backend == "ray":
-        try:
-            import ray
-        except ImportError:
-            raise ImportError("--backend ray needs ray: pip install 'dus_gym[ray]'") from None
-        if not ray.is_initialized():
-            ray.init()
-        remote = ray.remote(num_cpus=threads)(_search_unit)
-        refs = [remote.remote(u, settings, threads) for u in units]
-        while refs:
-            finished, refs = ray.wait(refs, num_returns=1)
-            yield from (ray.get(r) for r in finished)
-    elif workers == 1:
-        yield from (_search_unit(u, settings, threads) for u in units)
-    else:
-        from concurrent.futures import as_completed
-
-        from dus_gym.evaluation import episode_pool
-
-        with episode_pool(workers) as pool:
-            yield from (f.result() for f in as_completed([pool.submit(_search_unit, u, settings, threads)
-                                                          for u in units]))
+def execute(units: Sequence[Unit], settings: dict[str, Any], backend: str = "local", workers: int = 1,
+            threads: int = 1) -> Iterator[dict[str, Any]]:
+    """Search ``units`` on a backend (:mod:`benchmarks.backends`, as ``benchmarks.compare`` runs its
+    cells); yields each instance's record as it finishes, in any order."""
+    return map_units(partial(_search_unit, settings=settings), units, backend, workers, threads)
 
 
 def pending(units: Sequence[Unit], records: Sequence[dict[str, Any]], settings: dict[str, Any], path: Path
@@ -374,8 +353,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         unknown = [f for f in args.families if f not in GENERAL_FAMILIES and f not in _families()]
         if unknown:
             raise ValueError(f"--families: unknown {unknown}; valid: {_families()}")
-        if args.backend not in BACKENDS:
-            raise ValueError(f"--backend {args.backend!r}: expected one of {list(BACKENDS)}")
+        check_backend(args.backend, args.workers)
         for name, lo in (("instances", 1), ("segments", 1), ("population", len(args.rules) + 2),
                          ("generations", 1)):
             if getattr(args, name) < lo:

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.backends import check_backend, map_units
 from dus_gym import EPISODE_STEPS
 from dus_gym.agent_io import load_policy
 from dus_gym.cli import UsageError, fail, json_object, parse_args, run, setting_up
@@ -77,7 +78,6 @@ __all__ = [
 ]
 
 PROG = "python -m benchmarks.compare"
-BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -342,69 +342,12 @@ def _run_named(unit: Unit, threads: int | None) -> list[dict[str, Any]]:
                            f"{type(err).__name__}: {err}") from err
 
 
-def _local_serial(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
-    for unit in units:
-        yield _run_named(unit, threads)
-
-
-def _local_pool(units: Sequence[Unit], workers: int, threads: int) -> Iterator[list[dict[str, Any]]]:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    from dus_gym.evaluation import episode_pool
-
-    # Each worker sets its own thread count in run_cell; the workers end with this process.
-    with episode_pool(workers) as pool:
-        futures = {pool.submit(_run_named, unit, threads) for unit in units}
-        try:
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
-
-
-def _ray(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("--backend ray needs ray: pip install 'dus_gym[ray]'") from None
-    if not ray.is_initialized():
-        ray.init()  # connects to RAY_ADDRESS when set, else starts a local instance
-    remote = ray.remote(num_cpus=threads)(_run_named)
-    refs = [remote.remote(unit, threads) for unit in units]
-    try:
-        while refs:
-            finished, refs = ray.wait(refs, num_returns=1)
-            for ref in finished:
-                yield ray.get(ref)
-    finally:
-        for ref in refs:
-            ray.cancel(ref)
-
-
-def check_backend(backend: str, workers: int) -> None:
-    """Raise a ValueError naming the flag for an unknown backend or a worker count below 1."""
-    if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r}: expected one of {list(BACKENDS)}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-
-
 def execute(
     cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1, batched: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Run ``cells`` on a backend (each grid point's seeds as one batched group with ``batched``);
     yields each record as its episode (or group) finishes, in any order."""
-    check_backend(backend, workers)
-    units = make_units(cells, batched)
-    if backend == "ray":
-        results = _ray(units, threads)
-    elif workers == 1:
-        results = _local_serial(units, threads)
-    else:
-        results = _local_pool(units, workers, threads)
+    results = map_units(_run_named, make_units(cells, batched), backend, workers, threads)
     return (record for records in results for record in records)
 
 

@@ -128,3 +128,25 @@ def test_cem_schedule_learns_on_training_instances_and_judges_on_held_out(tmp_pa
     assert out["history"][0]["candidates"][0] == [[4, 4], [4, 4]]
     with pytest.raises(ValueError, match="--family 'nope'"):
         cem.main(["--family", "nope", "--output", str(tmp_path)])
+
+
+def _square(unit: int, threads: int) -> tuple[int, int, int]:
+    import os
+
+    return unit, unit * unit, os.getpid()
+
+
+def test_map_units_runs_every_unit_once_in_this_process_or_on_a_pool() -> None:
+    import os
+
+    from benchmarks.backends import map_units
+
+    serial = list(map_units(_square, [3, 1, 2]))
+    assert serial == [(3, 9, os.getpid()), (1, 1, os.getpid()), (2, 4, os.getpid())]  # in order, here
+    pooled = list(map_units(_square, list(range(6)), workers=2))
+    assert sorted(r[:2] for r in pooled) == [(u, u * u) for u in range(6)]
+    assert os.getpid() not in {r[2] for r in pooled}
+    with pytest.raises(ValueError, match="--workers must be >= 1"):
+        map_units(_square, [1], workers=0)
+    with pytest.raises(ValueError, match="--backend 'dask'"):
+        map_units(_square, [1], backend="dask")
