@@ -360,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 raise ValueError(f"--{name} must be >= {lo}, got {getattr(args, name)}")
         if not 0 < args.elite <= 1:
             raise ValueError(f"--elite must lie in (0, 1], got {args.elite}")
-        units = [(f, i) for f in args.families for i in range(args.instances)]
+        # instance-major: a run cut short has the first instances of every family, not all of one
+        units = [(f, i) for i in range(args.instances) for f in args.families]
         records = read_records(path)
         todo = pending(units, records, settings, path)
     if args.run and todo:

@@ -129,6 +129,16 @@ def test_cem_schedule_learns_on_training_instances_and_judges_on_held_out(tmp_pa
     with pytest.raises(ValueError, match="--family 'nope'"):
         cem.main(["--family", "nope", "--output", str(tmp_path)])
 
+    from benchmarks import cem_curves
+
+    table = cem_curves.main(["--runs", str(tmp_path), "--output", str(tmp_path / "curves.png")])
+    rows = table.splitlines()[2:]
+    # env steps per generation: 3 candidates x 2 instances x 2 steps
+    assert [row.split(" | ")[2] for row in rows] == ["12", "24"]
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    with pytest.raises(ValueError, match="no run folder"):
+        cem_curves.main(["--runs", str(tmp_path / "none"), "--output", str(tmp_path / "x.png")])
+
 
 def _square(unit: int, threads: int) -> tuple[int, int, int]:
     import os
