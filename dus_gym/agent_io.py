@@ -207,11 +207,11 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
     """
     folder = agent_folder(spec, check=True)
     if folder is None:
-        # Imported when needed: dus_gym.policies imports the whole env stack, whose modules may then import
-        # this one without an import cycle.
-        from dus_gym.policies import builtin_policy
+        # Imported when needed: the built-in policies import the whole env stack, which the tools that only
+        # read run folders do without.
+        from dus_gym.builtin_policies import builtin_policy
 
-        return builtin_policy(spec, env, seed)
+        return builtin_policy(spec, env, seed, [PRETRAINED_PREFIX + name for name in pretrained_agents()])
     agent = load_agent(folder)
     for name in ("observation_space", "action_space"):
         trained, here = getattr(agent.model, name), getattr(env, name)

@@ -11,16 +11,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch.nn import functional as F
 
-if TYPE_CHECKING:  # only a type: metrics sit below the run in the layering
-    from dus_gym.run import RunConfig
+__all__ = [
+    "Evaluation", "ProbeSettings", "held_out_report", "macro_f1", "probe_accuracies", "split_metrics",
+    "unpack_evaluation",
+]
 
-__all__ = ["Evaluation", "macro_f1", "probe_accuracies", "split_metrics", "held_out_report", "unpack_evaluation"]
+
+class ProbeSettings(Protocol):
+    """What the probe reads of a run's settings (:class:`~dus_gym.run.RunConfig` has both)."""
+
+    @property
+    def eval_batch(self) -> int: ...
+
+    @property
+    def probe_steps(self) -> int: ...
+
 
 STD_FLOOR_PROBE = 1e-6
 """the probe's feature standardisation divides by at least this (a constant feature stays 0)"""
@@ -120,7 +131,7 @@ def probe_accuracies(
     labels: torch.Tensor,
     train_idx: torch.Tensor,
     eval_idx: torch.Tensor,
-    config: RunConfig,
+    config: ProbeSettings,
 ) -> list[float]:
     """Linear-probe accuracy of each modality's encoder ``features(j, x)`` (docs/method.md section 8).
 

@@ -190,7 +190,9 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
                 infos = self._add_info(infos, st.info, i)
                 continue
             self.final_observations[i] = st.obs
-            self.final_tests[i] = st.info["test"] if "test" in st.info else batch.report(i, "test")
+            self.final_tests[i] = (
+                st.info["test"] if "test" in st.info else batch.report(i, "test", self.envs[i].test_probe)
+            )
             self._ended[i] = True
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos = self._add_info(infos, {"final_obs": st.obs, "final_info": st.info}, i)
@@ -226,7 +228,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         steps = {}
         for i in active:
             obs, reward, term, trunc, info = self.envs[i].finish_step(
-                counts[i], reports[i], lambda i=i: batch.report(i, "test")  # type: ignore[misc]
+                counts[i], reports[i], lambda i=i: batch.report(i, "test", self.envs[i].test_probe)  # type: ignore[misc]
             )
             steps[i] = _Step(obs, reward, term, trunc, info)
         return steps
@@ -291,4 +293,4 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """Sub-env i's current test metrics with linear probes (what its last ``info["test"]`` holds)."""
         if self.batch is None:
             raise RuntimeError("DUSVectorEnv.test_metrics() called before reset()")
-        return self.batch.report(i, "test")
+        return self.batch.report(i, "test", self.envs[i].test_probe)
