@@ -17,11 +17,11 @@ schedule:
   whose sub-envs all run the instance from the same seed, so candidates differ
   only in their schedule (same data, initialisation and batch order).
 
-Reported per instance: the **ceiling** (the test accuracy of the schedule with
-the best final validation accuracy: what a search that may only look at
-validation attains), the **optimistic bound** (the best test accuracy of any
-schedule played: an upper reference, chosen on test), and each rule's test
-accuracy on the same run. ``python -m benchmarks.ceiling`` then prints, per
+Reported per instance: the **ceiling** (the test accuracy of the schedule or
+rule with the best final validation accuracy: what a search that may only
+look at validation attains), the **optimistic bound** (the best test accuracy
+of any schedule or rule played: an upper reference, chosen on test), and each
+rule's and agent's test accuracy on the same run. ``python -m benchmarks.ceiling`` then prints, per
 family, ceiling - best rule with a paired 95% bootstrap interval over the
 instances, and each policy's normalised score
 ``(policy - uniform) / (ceiling - uniform)``.
@@ -51,7 +51,7 @@ from dus_gym.cli import UsageError, parse_args, run, setting_up
 from dus_gym.instances import GENERAL_FAMILIES, family_env_kwargs, instance_set
 from dus_gym.run import EPISODE_STEPS
 
-__all__ = ["Args", "SchedulePolicy", "main", "play", "search_instance", "summarise"]
+__all__ = ["Args", "SchedulePolicy", "main", "pick", "play", "search_instance", "summarise"]
 
 PROG = "python -m benchmarks.ceiling"
 RESULTS_FILE = "ceiling.jsonl"
@@ -223,13 +223,12 @@ def search_instance(family: str, index: int, settings: dict[str, Any]) -> dict[s
         elite = sorted(ok, key=lambda p: -p["val"])[: max(2, round(settings["elite"] * len(ok)))]
         levels = np.array([p["actions"] for p in elite], dtype=np.float64)
         mean, std = levels.mean(axis=0), np.maximum(levels.std(axis=0), 0.5)
-    chosen = max((p for p in played if not p["diverged"]), key=lambda p: p["val"])
-    best = max((p for p in played if not p["diverged"]), key=lambda p: p["test"])
+    record = {"played": played, "rules": rules}
+    chosen, best = pick(record, "val"), pick(record, "test")
     return {
         "family": family, "index": index, "instance": instance_set(f"{family}:eval", index + 1)[index],
         "modalities": list(probe.modalities), "settings": settings, "rules": rules,
-        "ceiling": {"test": chosen["test"], "val": chosen["val"], "actions": chosen["actions"]},
-        "best_on_test": {"test": best["test"], "val": best["val"], "actions": best["actions"]},
+        "ceiling": chosen, "best_on_test": best,
         "played": played, "wall_s": time.perf_counter() - start,
     }
 
@@ -280,6 +279,15 @@ def _is_rule(spec: str) -> bool:
     return spec.split(":")[0] in ("uniform", "dus_h", "gap", "fixed")
 
 
+def pick(record: dict[str, Any], by: str) -> dict[str, Any]:
+    """The candidate of one instance's search with the best final ``by`` accuracy (``"val"``: the
+    ceiling; ``"test"``: the optimistic bound), among the schedules played and the rules (not the
+    agents: the ceiling stays independent of what it judges); diverged runs never count."""
+    candidates = [{**p, "policy": "schedule"} for p in record["played"]]
+    candidates += [{**v, "policy": k} for k, v in record["rules"].items() if _is_rule(k)]
+    return max((c for c in candidates if not c.get("diverged", False)), key=lambda c: c[by])
+
+
 def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """Per family: mean test accuracy of every policy, the ceiling and the optimistic bound (percent);
     the best rule (highest mean over the family's instances); ceiling - best rule and bound - best rule
@@ -292,8 +300,8 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
         rs = sorted((r for r in records if r["family"] == family), key=lambda r: r["index"])
         specs = [s for s in rs[0]["rules"] if all(s in r["rules"] for r in rs)]
         test = {s: 100 * np.array([r["rules"][s]["test"] for r in rs]) for s in specs}
-        ceiling = 100 * np.array([r["ceiling"]["test"] for r in rs])
-        bound = 100 * np.array([r["best_on_test"]["test"] for r in rs])
+        ceiling = 100 * np.array([pick(r, "val")["test"] for r in rs])
+        bound = 100 * np.array([pick(r, "test")["test"] for r in rs])
         rules = [s for s in specs if _is_rule(s)]
         best = max(rules, key=lambda s: test[s].mean())
 
@@ -314,6 +322,19 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
     return out
 
 
+def _column_order(spec: str) -> tuple[int, str]:
+    first = ("uniform", "dus_h", "gap")
+    return (first.index(spec), "") if spec in first else (3 if _is_rule(spec) else 4, spec)
+
+
+def _signed(x: float, digits: int = 1) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:+.{digits}f}"
+
+
+def _interval(c: dict[str, float]) -> str:
+    return _signed(c["mean"]) + ("" if not np.isfinite(c["low"]) else f" [{c['low']:+.1f}, {c['high']:+.1f}]")
+
+
 def markdown(rows: Sequence[dict[str, Any]]) -> str:
     """Two tables: the room per family, and every policy's normalised score."""
     lines = [
@@ -325,14 +346,13 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         c, b = r["ceiling_minus_best_rule"], r["bound_minus_best_rule"]
         lines.append(
             f"| {r['family']} | {r['instances']} | {r['best_rule']} | {r['test'][r['best_rule']]:.1f} | "
-            f"{r['ceiling']:.1f} | {c['mean']:+.1f} [{c['low']:+.1f}, {c['high']:+.1f}] | {r['bound']:.1f} | "
-            f"{b['mean']:+.1f} [{b['low']:+.1f}, {b['high']:+.1f}] |"
+            f"{r['ceiling']:.1f} | {_interval(c)} | {r['bound']:.1f} | {_interval(b)} |"
         )
-    specs = list(dict.fromkeys(s for r in rows for s in r["normalised"]))
+    specs = sorted(dict.fromkeys(s for r in rows for s in r["normalised"]), key=_column_order)
     lines += ["", "Normalised score (policy - uniform) / (ceiling - uniform), of the family means:", "",
               "| family | " + " | ".join(specs) + " |", "|---|" + "---|" * len(specs)]
     for r in rows:
-        cells = [f"{r['normalised'][s]:+.2f}" if s in r["normalised"] else "" for s in specs]
+        cells = [_signed(r["normalised"][s], 2) if s in r["normalised"] else "" for s in specs]
         lines.append(f"| {r['family']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

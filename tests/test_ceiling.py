@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from benchmarks import ceiling
-from benchmarks.ceiling import SchedulePolicy, constant_label, search_instance, summarise
+from benchmarks.ceiling import SchedulePolicy, constant_label, pick, search_instance, summarise
 
 SMALL = {
     "segments": 2, "population": 8, "generations": 2, "elite": 0.25, "method": "joint", "n_steps": 2,
@@ -61,8 +61,11 @@ def test_the_ceiling_is_the_best_on_validation_and_the_bound_the_best_on_test(se
 def _record(family: str, index: int, uniform: float, gap: float, ceil: float, bound: float) -> dict:
     return {
         "family": family, "index": index, "settings": {}, "wall_s": 1.0,
-        "rules": {"uniform": {"test": uniform}, "gap": {"test": gap}, "pretrained:x": {"test": gap + 0.01}},
-        "ceiling": {"test": ceil}, "best_on_test": {"test": bound},
+        # the agent is best on validation but is never the ceiling; a diverged run never counts
+        "rules": {"uniform": {"val": 0.1, "test": uniform}, "gap": {"val": 0.2, "test": gap},
+                  "pretrained:x": {"val": 0.99, "test": gap + 0.01}},
+        "played": [{"val": 0.9, "test": ceil, "diverged": False}, {"val": 0.5, "test": bound, "diverged": False},
+                   {"val": 0.95, "test": 1.0, "diverged": True}],
     }
 
 
@@ -75,6 +78,13 @@ def test_summary_pairs_the_ceiling_with_the_best_rule_and_normalises() -> None:
     assert row["normalised"]["uniform"] == pytest.approx(0.0)
     assert row["normalised"]["gap"] == pytest.approx((0.715 - 0.60) / (0.80 - 0.60))
     assert row["normalised"]["pretrained:x"] == pytest.approx((0.725 - 0.60) / (0.80 - 0.60))
+
+
+def test_a_rule_best_on_validation_is_the_ceiling() -> None:
+    record = _record("f", 0, 0.60, 0.70, 0.80, 0.85)
+    record["rules"]["gap"]["val"] = 0.93
+    assert pick(record, "val") == {"val": 0.93, "test": 0.70, "policy": "gap"}
+    assert pick(record, "test")["test"] == 0.85
 
 
 def test_main_resumes_and_refuses_other_settings(tmp_path, monkeypatch, capsys) -> None:
