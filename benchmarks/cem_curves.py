@@ -33,6 +33,9 @@ class Args:
     """GLOB entries, one per family: the run folders of its seeds"""
     output: str = "cem_schedule_curves.png"
     """the figure to write"""
+    ceiling: str = ""
+    """a benchmarks.ceiling output folder searched on the same held-out instances: also print, per run,
+    the learned schedule against the rules and the ceiling on the same runs (paired)"""
 
 
 def curve(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -43,6 +46,35 @@ def curve(run: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean = np.array([100 * np.mean(h["val"]) for h in run["history"]])
     best = np.array([100 * np.max(h["val"]) for h in run["history"]])
     return steps, mean, best
+
+
+def against_ceiling(run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The learned schedule's held-out test accuracy paired with the ceiling search's records of the same
+    instances (instance k from seed k in both): means (%), schedule - best rule and schedule - gap with
+    95% bootstrap intervals, and the share of the room (ceiling - best rule) it takes."""
+    from benchmarks.ceiling import summarise
+    from benchmarks.stats import stratified_bootstrap_ci
+
+    family = run["args"]["family"]
+    by_index = {int(r["index"]): r for r in records if r["family"] == family}
+    k = [i for i in range(len(run["held_out"])) if i in by_index]
+    if not k:
+        raise ValueError(f"the ceiling records hold no instance of {family!r}")
+    (row,) = summarise([by_index[i] for i in k])
+    mine = 100 * np.array([run["held_out"][i]["test"] for i in k])
+    out: dict[str, Any] = {"family": family, "instances": len(k), "schedule": float(mine.mean()),
+                           "best_rule": row["best_rule"], "ceiling": row["ceiling"]}
+    for name, spec in (("minus_best_rule", row["best_rule"]), ("minus_gap", "gap")):
+        other = 100 * np.array([by_index[i]["rules"][spec]["test"] for i in k])
+        iv = stratified_bootstrap_ci([mine - other], "mean")
+        out[name] = {"mean": iv.estimate, "low": iv.low, "high": iv.high}
+    room = row["ceiling_minus_best_rule"]["mean"]
+    out["share_of_room"] = out["minus_best_rule"]["mean"] / room if room > 0 else float("nan")
+    return out
+
+
+def _interval(x: dict[str, float]) -> str:
+    return f"{x['mean']:+.1f} [{x['low']:+.1f}, {x['high']:+.1f}]"
 
 
 def main(argv: list[str] | None = None) -> str:
@@ -79,6 +111,22 @@ def main(argv: list[str] | None = None) -> str:
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(args.output, dpi=120)
+    if args.ceiling:
+        from benchmarks.ceiling import RESULTS_FILE
+        from benchmarks.results_file import read_records
+
+        records = read_records(Path(args.ceiling) / RESULTS_FILE)
+        lines += ["", "| family | seed | n | schedule % | best rule | - best rule [95% CI] | - gap [95% CI] | "
+                  "ceiling % | share of the room |", "|---|---|---|---|---|---|---|---|---|"]
+        for files in groups.values():
+            for file in files:
+                r = json.loads(Path(file).read_text())
+                c = against_ceiling(r, records)
+                b, g = (_interval(c[name]) for name in ("minus_best_rule", "minus_gap"))
+                lines.append(
+                    f"| {c['family']} | {r['args']['seed']} | {c['instances']} | {c['schedule']:.1f} | "
+                    f"{c['best_rule']} | {b} | {g} | {c['ceiling']:.1f} | {100 * c['share_of_room']:.0f}% |"
+                )
     table = "\n".join(lines)
     print(table)
     print(f"written to {args.output}")

@@ -170,3 +170,17 @@ def test_map_units_runs_every_unit_once_in_this_process_or_on_a_pool() -> None:
         map_units(_square, [1], workers=0)
     with pytest.raises(ValueError, match="--backend 'dask'"):
         map_units(_square, [1], backend="dask")
+
+
+def test_a_learned_schedule_is_paired_with_the_ceiling_on_the_same_instances() -> None:
+    from benchmarks.cem_curves import against_ceiling
+
+    records = [_record("shortcut_switch", i, 0.60, 0.70, 0.80, 0.85) for i in range(4)]
+    records.append(_record("other", 0, 0.1, 0.1, 0.1, 0.1))
+    run = {"args": {"family": "shortcut_switch"}, "held_out": [{"test": 0.76}] * 3}  # instances 0-2
+    out = against_ceiling(run, records)
+    assert out["instances"] == 3 and out["best_rule"] == "gap"
+    assert out["minus_gap"]["mean"] == pytest.approx(6.0)
+    assert out["share_of_room"] == pytest.approx(6.0 / 10.0)
+    with pytest.raises(ValueError, match="no instance of 'shortcut_switch'"):
+        against_ceiling(run, records[4:])
