@@ -317,6 +317,12 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
             "ceiling_minus_best_rule": ci(ceiling - test[best]), "bound_minus_best_rule": ci(bound - test[best]),
             "normalised": {s: float((v.mean() - test["uniform"].mean()) / room) if room > 0 else float("nan")
                            for s, v in test.items() if "uniform" in test},
+            # every agent against the best rule and gap on the same runs, and its share of the room
+            "agents": {s: {"minus_best_rule": ci(test[s] - test[best]),
+                           "minus_gap": ci(test[s] - test["gap"]) if "gap" in test else None,
+                           "share_of_room": float((test[s] - test[best]).mean() / (ceiling - test[best]).mean())
+                           if (ceiling - test[best]).mean() > 0 else float("nan")}
+                       for s in specs if not _is_rule(s)},
             "wall_s": float(sum(r["wall_s"] for r in rs)),
         })
     return out
@@ -354,6 +360,14 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         cells = [_signed(r["normalised"][s], 2) if s in r["normalised"] else "" for s in specs]
         lines.append(f"| {r['family']} | " + " | ".join(cells) + " |")
+    lines += ["", "Agents on the same runs (paired; share = (agent - best rule) / (ceiling - best rule)):", "",
+              "| family | agent | agent - best rule [95% CI] | agent - gap [95% CI] | share of the room |",
+              "|---|---|---|---|---|"]
+    for r in rows:
+        for spec, a in r["agents"].items():
+            gap = _interval(a["minus_gap"]) if a["minus_gap"] else "n/a"
+            lines.append(f"| {r['family']} | {spec} | {_interval(a['minus_best_rule'])} | {gap} | "
+                         f"{_signed(100 * a['share_of_room'], 0)}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -78,6 +78,9 @@ def test_summary_pairs_the_ceiling_with_the_best_rule_and_normalises() -> None:
     assert row["normalised"]["uniform"] == pytest.approx(0.0)
     assert row["normalised"]["gap"] == pytest.approx((0.715 - 0.60) / (0.80 - 0.60))
     assert row["normalised"]["pretrained:x"] == pytest.approx((0.725 - 0.60) / (0.80 - 0.60))
+    assert list(row["agents"]) == ["pretrained:x"]
+    assert row["agents"]["pretrained:x"]["minus_gap"]["mean"] == pytest.approx(1.0)
+    assert row["agents"]["pretrained:x"]["share_of_room"] == pytest.approx((0.725 - 0.715) / (0.80 - 0.715))
 
 
 def test_a_rule_best_on_validation_is_the_ceiling() -> None:
