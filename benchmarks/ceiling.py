@@ -28,6 +28,9 @@ instances, and each policy's normalised score
 
     python -m benchmarks.ceiling --families shortcut_a late_shortcut --instances 20
     python -m benchmarks.ceiling --no-run --output benchmarks/results/ceiling   # summary only
+    # an agent trained since, on the very runs searched (no new search; judged.jsonl)
+    python -m benchmarks.ceiling --families shortcut_switch --output benchmarks/results/ceiling \
+        --judge runs/MY_AGENT
 
 Results are appended to ``OUTPUT/ceiling.jsonl`` one instance at a time
 (atomic lines); a killed run resumes where it stopped.
@@ -55,6 +58,7 @@ __all__ = ["Args", "SchedulePolicy", "main", "pick", "play", "search_instance", 
 
 PROG = "python -m benchmarks.ceiling"
 RESULTS_FILE = "ceiling.jsonl"
+JUDGED_FILE = "judged.jsonl"
 RULES = ("uniform", "dus_h", "gap", "pretrained:general_ppo")
 """Closed-loop policies played beside the schedules in generation 0 (the shipped agent included, so that
 its normalised score is measured on the same runs)."""
@@ -97,6 +101,9 @@ class Args:
     """torch threads per worker"""
     n_resamples: int = 2000
     """bootstrap resamples of each interval"""
+    judge: list[str] = field(default_factory=list)
+    """agents (run folders, pretrained:NAME) to play on the searched instances afterwards, without searching
+    again: paired with the ceiling and the rules on the same runs (judged.jsonl)"""
     run: bool = True
     """run the missing instances (--no-run only summarises)"""
     progress: bool = True
@@ -392,6 +399,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                          ("generations", 1)):
             if getattr(args, name) < lo:
                 raise ValueError(f"--{name} must be >= {lo}, got {getattr(args, name)}")
+        rules_judged = [spec for spec in args.judge if _is_rule(spec)]
+        if rules_judged:
+            raise ValueError(f"--judge {rules_judged}: the rules are played in every search already; judge agents")
         if not 0 < args.elite <= 1:
             raise ValueError(f"--elite must lie in (0, 1], got {args.elite}")
         # instance-major: a run cut short has the first instances of every family, not all of one
@@ -411,6 +421,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     records = [r for r in records if (r["family"], int(r["index"])) in wanted]
     if not records:
         raise UsageError(f"{path}: no instances searched yet (--no-run only summarises what is there)")
+    if args.judge:
+        records = judge(records, args.judge, output / JUDGED_FILE, settings, args.torch_threads)
     rows = summarise(records, args.n_resamples)
     text = markdown(rows)
     output.mkdir(parents=True, exist_ok=True)
@@ -419,6 +431,38 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     print(text)
     print(f"written to {output}/", json.dumps(asdict(args)))
     return rows
+
+
+def judge(
+    records: list[dict[str, Any]], specs: Sequence[str], path: Path, settings: dict[str, Any], threads: int = 1
+) -> list[dict[str, Any]]:
+    """Play each policy of ``specs`` on the searched instances (the same runs: instance k from seed k),
+    one batched episode per family and policy, appending ``{family, index, policy, val, test}`` lines to
+    ``path`` (a killed run resumes); returns copies of ``records`` with the results among their
+    ``rules``, where :func:`summarise` pairs them with the ceiling like the agents played in the search."""
+    import torch
+
+    from dus_gym.agent_io import load_policy
+
+    torch.set_num_threads(threads)
+    done = {(j["family"], int(j["index"]), j["policy"]): j for j in read_records(path)}
+    for spec in specs:
+        for family in dict.fromkeys(r["family"] for r in records):
+            todo = sorted(int(r["index"]) for r in records
+                          if r["family"] == family and (family, int(r["index"]), spec) not in done)
+            if not todo:
+                continue
+            players = [partial(load_policy, spec, seed=i) for i in todo]
+            for i, res in zip(todo, play(family, "eval", todo, players, settings["method"], settings["n_steps"])):
+                line = {"family": family, "index": i, "policy": spec, **res}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                append_record(path, line)
+                done[(family, i, spec)] = line
+    out = []
+    for r in records:
+        extra = {spec: done[(r["family"], int(r["index"]), spec)] for spec in specs}
+        out.append({**r, "rules": {**r["rules"], **extra}})
+    return out
 
 
 def _families() -> list[str]:

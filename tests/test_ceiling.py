@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
 
 from benchmarks import ceiling
 from benchmarks.ceiling import SchedulePolicy, constant_label, pick, search_instance, summarise
+from dus_gym.agent_io import load_policy
 
 SMALL = {
     "segments": 2, "population": 8, "generations": 2, "elite": 0.25, "method": "joint", "n_steps": 2,
@@ -187,3 +189,28 @@ def test_a_learned_schedule_is_paired_with_the_ceiling_on_the_same_instances() -
     assert out["share_of_room"] == pytest.approx(6.0 / 10.0)
     with pytest.raises(ValueError, match="no instance of 'shortcut_switch'"):
         against_ceiling(run, records[4:])
+
+
+def test_judge_plays_an_agent_on_the_searched_runs_once(tmp_path, monkeypatch) -> None:
+    records = [_record("shortcut_switch", i, 0.60, 0.70, 0.80, 0.85) for i in (0, 2)]
+    settings = {"method": "joint", "n_steps": 2}
+    path = tmp_path / "judged.jsonl"
+    judged = ceiling.judge(records, ["pretrained:general_ppo"], path, settings)
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [(j["index"], j["policy"]) for j in lines] == [(0, "pretrained:general_ppo"), (2, "pretrained:general_ppo")]
+    # the same run as a search's generation 0 would play: instance k from seed k
+    (direct,) = ceiling.play("shortcut_switch", "eval", [2], [partial(load_policy, "pretrained:general_ppo", seed=2)],
+                             n_steps=2)
+    assert judged[1]["rules"]["pretrained:general_ppo"]["test"] == direct["test"]
+    assert "pretrained:general_ppo" not in records[0]["rules"]  # copies
+    (row,) = summarise(judged, n_resamples=100)
+    assert "pretrained:general_ppo" in row["agents"]
+
+    def no_play(*args, **kwargs):
+        raise AssertionError("judged again")
+
+    monkeypatch.setattr(ceiling, "play", no_play)
+    again = ceiling.judge(records, ["pretrained:general_ppo"], path, settings)
+    assert again == judged
+    with pytest.raises(ValueError, match="--judge \\['gap'\\]"):
+        ceiling.main(["--families", "shortcut_switch", "--output", str(tmp_path), "--judge", "gap"])
