@@ -48,10 +48,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.distributions import Categorical
 from torch.utils.tensorboard import SummaryWriter
 
 import dus_gym  # noqa: F401  (registers the env ids)
+from dus_gym.agent_io import ActorCritic as Agent
 from dus_gym.cli import json_object, parse_args, run, setting_up
 from dus_gym.run import resolve_device
 
@@ -109,40 +109,6 @@ class Args:
     """where the run folder goes"""
     device: str = "cpu"
     """torch device of the agent (the env's runs pick theirs: env_kwargs' device)"""
-
-
-def layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
-    nn.init.orthogonal_(layer.weight, std)
-    nn.init.constant_(layer.bias, bias)
-    return layer
-
-
-class Agent(nn.Module):
-    """Actor (one categorical per modality over ``levels`` weights) and critic, 64-64 tanh MLPs."""
-
-    def __init__(self, obs_size: int, num_modalities: int, levels: int) -> None:
-        super().__init__()
-        self.num_modalities, self.levels = num_modalities, levels
-        self.critic = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, 1), std=1.0),
-        )
-        self.actor = nn.Sequential(
-            layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), layer_init(nn.Linear(64, 64)), nn.Tanh(),
-            layer_init(nn.Linear(64, num_modalities * levels), std=0.01),
-        )
-
-    def get_value(self, x: torch.Tensor) -> torch.Tensor:
-        return self.critic(x).squeeze(-1)
-
-    def get_action_and_value(
-        self, x: torch.Tensor, action: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Action ``(B, M)`` (sampled unless given), its log-probability and entropy ``(B,)``, value ``(B,)``."""
-        dist = Categorical(logits=self.actor(x).view(-1, self.num_modalities, self.levels))
-        if action is None:
-            action = dist.sample()
-        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.get_value(x)
 
 
 def gae(
@@ -308,7 +274,8 @@ def main(args: Args) -> Path:
     run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
     run_dir = Path(args.output_dir) / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(args), indent=1) + "\n")
+    # "algo" makes the folder a run folder every tool loads (dus_gym.agent_io.load_policy).
+    (run_dir / "config.json").write_text(json.dumps({"algo": "ppo_batched", **asdict(args)}, indent=1) + "\n")
     writer = SummaryWriter(str(run_dir))
     table = "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items())
     writer.add_text("hyperparameters", f"|param|value|\n|-|-|\n{table}")
