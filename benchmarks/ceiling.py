@@ -362,8 +362,10 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             f"{r['ceiling']:.1f} | {_interval(c)} | {r['bound']:.1f} | {_interval(b)} |"
         )
     specs = sorted(dict.fromkeys(s for r in rows for s in r["normalised"]), key=_column_order)
+    from dus_gym.agent_io import policy_label
+
     lines += ["", "Normalised score (policy - uniform) / (ceiling - uniform), of the family means:", "",
-              "| family | " + " | ".join(specs) + " |", "|---|" + "---|" * len(specs)]
+              "| family | " + " | ".join(map(policy_label, specs)) + " |", "|---|" + "---|" * len(specs)]
     for r in rows:
         cells = [_signed(r["normalised"][s], 2) if s in r["normalised"] else "" for s in specs]
         lines.append(f"| {r['family']} | " + " | ".join(cells) + " |")
@@ -373,7 +375,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         for spec, a in r["agents"].items():
             gap = _interval(a["minus_gap"]) if a["minus_gap"] else "n/a"
-            lines.append(f"| {r['family']} | {spec} | {_interval(a['minus_best_rule'])} | {gap} | "
+            lines.append(f"| {r['family']} | {policy_label(spec)} | {_interval(a['minus_best_rule'])} | {gap} | "
                          f"{_signed(100 * a['share_of_room'], 0)}% |")
     return "\n".join(lines) + "\n"
 
