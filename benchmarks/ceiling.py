@@ -344,6 +344,10 @@ def _signed(x: float, digits: int = 1) -> str:
     return "n/a" if not np.isfinite(x) else f"{x:+.{digits}f}"
 
 
+def _percent(x: float) -> str:
+    return "n/a (no room)" if not np.isfinite(x) else f"{100 * x:+.0f}%"
+
+
 def _interval(c: dict[str, float]) -> str:
     return _signed(c["mean"]) + ("" if not np.isfinite(c["low"]) else f" [{c['low']:+.1f}, {c['high']:+.1f}]")
 
@@ -376,7 +380,7 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         for spec, a in r["agents"].items():
             gap = _interval(a["minus_gap"]) if a["minus_gap"] else "n/a"
             lines.append(f"| {r['family']} | {policy_label(spec)} | {_interval(a['minus_best_rule'])} | {gap} | "
-                         f"{_signed(100 * a['share_of_room'], 0)}% |")
+                         f"{_percent(a['share_of_room'])} |")
     return "\n".join(lines) + "\n"
 
 
