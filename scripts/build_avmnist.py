@@ -51,12 +51,19 @@ from typing import Any
 
 import numpy as np
 
-from dus_gym.data.bundle import BundleMeta, save_bundle
-from scripts.build_avdigits import N_FFT, N_MELS, SAMPLE_RATE, SAMPLES, SPEAKERS, spectrogram
+from scripts.build_avdigits import (
+    N_FFT,
+    N_MELS,
+    SAMPLE_RATE,
+    SAMPLES,
+    SPEAKERS,
+    TEST_SPEAKER,
+    VAL_SPEAKER,
+    save_shipped,
+    spectrogram,
+)
 
 OUT = Path(__file__).resolve().parents[1] / "dus_gym" / "data" / "builtin" / "avmnist.npz"
-TEST_SPEAKER = "george"
-VAL_SPEAKER = "jackson"
 SEED = 0
 PER_CELL = 50
 """FSDD's recordings per (digit, speaker): all of them are used."""
@@ -184,15 +191,7 @@ def build(fsdd: Path, mnist: Path, out: Path = OUT) -> Path:
         "train: the other four speakers' pairs",
         "pairing": f"within class, each recording and image once, seed {SEED}; ids '<recording>+mnist-t10k:<index>'",
     }
-    # save_bundle validates and writes a plain .npz; the shipped file is the same arrays compressed.
-    staging = out.with_name(".avmnist.staging.npz")
-    save_bundle(staging, {"audio": audio, "image": image}, y, [str(c) for c in range(10)],
-                split=split, ids=ids, name="avmnist", extra=extra)
-    meta = BundleMeta("avmnist", ["audio", "image"], [str(c) for c in range(10)], extra)
-    with np.load(staging) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "meta"}
-    staging.unlink()
-    np.savez_compressed(out, meta=np.array(meta.to_json()), **arrays)
+    save_shipped(out, "avmnist", {"audio": audio, "image": image}, y, split, ids, extra)
     sizes = [int((split == k).sum()) for k in range(3)]
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): audio {audio.shape}, image {image.shape} "
           f"({100 * ratio.sum():.1f}% of the training images' variance), train/val/test {sizes}")
