@@ -25,11 +25,10 @@ on which episodes the same process played before.
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +47,7 @@ from dus_gym.agent_io import (
     read_run_config,
     setting_differences,
 )
-from dus_gym.evaluation import mean_std, run_episode
+from dus_gym.evaluation import episode_pool, mean_std, run_episode
 from dus_gym.instances import instance_set
 
 PROG = "python -m dus_gym"
@@ -177,10 +176,8 @@ def play(args: Args) -> int:
                 results[k] = play_episode(*episode)
                 bar.update()
         else:
-            # fork: the workers start at once with the imports done; each runs one torch thread
-            # (dus_gym sets it after a fork).
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(min(args.workers, len(episodes)), mp_context=context) as pool:
+            # Workers that end with this process, one torch thread each (dus_gym.evaluation.episode_pool).
+            with episode_pool(min(args.workers, len(episodes))) as pool:
                 futures = {pool.submit(play_episode, *episode): k for k, episode in enumerate(episodes)}
                 for future in as_completed(futures):
                     k = futures[future]
