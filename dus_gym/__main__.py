@@ -1,4 +1,5 @@
-"""The main job: built-in sampling policies on the built-in digits and the shortcut family.
+"""The main job: built-in sampling policies on every registered env id (the digits, the shortcut family,
+the audio-visual digits and AV-MNIST).
 
     python -m dus_gym                 # about 8 minutes on 2 CPU cores
     python -m dus_gym --seeds 10 --policies uniform dus_h:2
@@ -63,7 +64,8 @@ GENERAL_LABEL = "general-ppo"
 @dataclass
 class Args:
     env_ids: list[str] = field(default_factory=lambda: list(dus_gym.ENV_IDS))
-    """environment ids: DUS-v0 (digits, views pix and zer) and DUS-Synthetic-v0 (shortcut family)"""
+    """environment ids: DUS-v0 (digits, views pix and zer), DUS-Synthetic-v0 (shortcut family),
+    DUS-AVDigits-v0 (spoken + 8 x 8 handwritten digits), DUS-AVMNIST-v0 (spoken + PCA-reduced MNIST digits)"""
     policies: list[str] = field(default_factory=lambda: ["uniform", "fixed:1,2", "fixed:2,1", "dus_h", "gap"])
     """built-in policies: uniform, random, fixed:W1,W2 (the first modality is the dominant one), dus_h[:LAM],
     gap[:MARGIN]"""
