@@ -33,7 +33,6 @@ and exit status 2, before anything is written.
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import sys
 import time
@@ -45,6 +44,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+if __package__ in (None, ""):  # run as a file (python agents/train.py): import agents/ from the repository root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agents.defaults import DEFAULT_HYPERPARAMS, NUM_ENVS
+from agents.kickstart import center_on_uniform, kickstart
 from dus_gym.agent_io import ALGOS, CONFIG_FILE, MODEL_FILE, VECNORMALIZE_FILE, agent_folder, read_run_config
 from dus_gym.cli import json_object, parse_args, run, setting_up
 from dus_gym.instances import (
@@ -55,21 +59,11 @@ from dus_gym.instances import (
     instance_set,
     resolve_instances,
 )
+from dus_gym.run import resolve_device
+
+__all__ = ["DEFAULT_HYPERPARAMS", "Args", "center_on_uniform", "kickstart", "main", "make_env", "make_vec_env"]
 
 PROG = "agents/train.py"
-
-# Defaults for a small budget (a few thousand env steps: a few hundred episodes of the
-# registered length); agents/hyperparams/*.yml holds the same values for rl-zoo3.
-DEFAULT_HYPERPARAMS: dict[str, dict[str, Any]] = {
-    "ppo": {
-        "n_steps": 64, "batch_size": 64, "n_epochs": 10, "learning_rate": 5e-4, "gamma": 0.99,
-        "gae_lambda": 0.95, "ent_coef": 0.01, "clip_range": 0.2, "policy_kwargs": {"net_arch": [64, 64]},
-    },
-    "a2c": {
-        "n_steps": 16, "learning_rate": 7e-4, "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.01,
-        "policy_kwargs": {"net_arch": [64, 64]},
-    },
-}
 
 
 @dataclass
@@ -90,7 +84,7 @@ class Args:
     """held-out instance set for EvalCallback: eval or FAMILY:eval; must be disjoint from --instances"""
     n_eval_instances: int = 8
     """EvalCallback uses the last this-many instances of the eval set (evaluate.py uses the first ones)"""
-    num_envs: int = 2
+    num_envs: int = NUM_ENVS
     """number of parallel envs (SubprocVecEnv when > 1, one torch thread per worker)"""
     batched: int = 0
     """train on this many sub-envs whose training runs are one batched computation in this process
@@ -204,361 +198,113 @@ def make_family_envs(
     return train, VecMonitor(ConcatVecEnv(monitors))
 
 
-def _info_callback_class() -> type:
-    from stable_baselines3.common.callbacks import BaseCallback
 
-    class DUSInfoCallback(BaseCallback):
-        """Logs the DUS ``info`` of every step under namespaced tags, and one CSV row per finished episode."""
+@dataclass
+class _Setup:
+    """What :func:`main` resolves from the flags before it writes anything."""
 
-        def __init__(
-            self,
-            modalities: Sequence[str],
-            csv_path: Path,
-            continue_from: Path | None = None,
-            groups: Sequence[str] | None = None,
-        ) -> None:
-            super().__init__()
-            self.continue_from = continue_from
-            # Per-modality values are read by position: with --families the modality names differ
-            # between families (a/b, pix/zer, ...); the labels are those of the first sub-env.
-            self.modalities = list(modalities)
-            self.groups = None if groups is None else list(groups)
-            """the family of each sub-env (--families): a CSV column"""
-            self.csv_path = csv_path
-            self._quantities: dict[int, list[list[int]]] = {}
-            self._file: Any = None
-            self._writer: Any = None
-
-        def _on_training_start(self) -> None:
-            # A continued run starts its curve with the episodes of the run it continues.
-            previous = self.continue_from.read_text() if self.continue_from and self.continue_from.is_file() else ""
-            self._file = self.csv_path.open("w", newline="")
-            self._writer = csv.writer(self._file)
-            if previous:
-                self._file.write(previous)
-                return
-            header = ["timesteps", "episode_return", "episode_length", "test_accuracy", "test_macro_f1"]
-            header += [f"test_branch_accuracy_{m}" for m in self.modalities]
-            header += [f"test_probe_accuracy_{m}" for m in self.modalities]
-            header += [f"mean_quantity_{m}" for m in self.modalities]
-            header += ["family"] if self.groups else []
-            self._writer = csv.writer(self._file)
-            self._writer.writerow(header)
-
-        def _on_step(self) -> bool:
-            for k, info in enumerate(self.locals["infos"]):
-                q = info.get("quantities")
-                if q is None:
-                    continue
-                self._quantities.setdefault(k, []).append(list(q))
-                for m, name in enumerate(self.modalities):
-                    self.logger.record_mean(f"dus/quantity/{name}", q[m])
-                    if "scores" in info:
-                        self.logger.record_mean(f"dus/score/{name}", info["scores"][m])
-                    self.logger.record_mean(f"dus/val_branch_accuracy/{name}", info["val_branch_accuracy"][m])
-                if "episode" in info:
-                    self._end_episode(k, info)
-            return True
-
-        def _end_episode(self, k: int, info: dict[str, Any]) -> None:
-            ep = info["episode"]
-            self.logger.record_mean("charts/episodic_return", ep["r"])
-            self.logger.record_mean("charts/episodic_length", ep["l"])
-            quantities = np.asarray(self._quantities.pop(k, []), dtype=np.float64)
-            test = info.get("test")
-            row: list[Any] = [self.num_timesteps, ep["r"], ep["l"]]
-            if test is None:  # diverged: no test metrics
-                row += [""] * (2 + 2 * len(self.modalities))
-            else:
-                for key in ("accuracy", "macro_f1", "loss", "imbalance_gap"):
-                    self.logger.record_mean(f"test/{key}", test[key])
-                branch, probe = list(test["branch_accuracy"].values()), list(test["probe_accuracy"].values())
-                for m, name in enumerate(self.modalities):
-                    self.logger.record_mean(f"test/branch_accuracy/{name}", branch[m])
-                    self.logger.record_mean(f"test/probe_accuracy/{name}", probe[m])
-                row += [test["accuracy"], test["macro_f1"], *branch, *probe]
-            row += list(quantities.mean(axis=0)) if len(quantities) else [""] * len(self.modalities)
-            row += [self.groups[k]] if self.groups else []
-            self._writer.writerow(row)
-            self._file.flush()
-
-        def _on_training_end(self) -> None:
-            if self._file is not None:
-                self._file.close()
-
-    return DUSInfoCallback
+    env_kwargs: dict[str, Any]
+    hyperparams: dict[str, Any]
+    families: list[str]
+    monitor_set: list[Any]
+    """the instances EvalCallback plays (without --families)"""
+    init_from: Path | None
+    teacher: Any = None
+    """the --kickstart policy"""
+    episode_steps: int = 0
+    """the envs' episode length (--kickstart rolls out whole episodes)"""
 
 
-def plot_learning_curve(run_dir: str | Path, window: int = 20) -> Path:
-    """Draw ``learning_curve.png`` from ``episodes.csv`` (and ``eval/evaluations.npz`` when there).
-
-    Left: episode return (dots) and its running mean over ``window`` episodes,
-    with the held-out EvalCallback means. Right: the running mean of the final
-    test accuracy of the training episodes, and of the share of examples given
-    to each modality.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    run_dir = Path(run_dir)
-    with (run_dir / "episodes.csv").open() as f:
-        rows = [r for r in csv.DictReader(f) if r["test_accuracy"] != ""]
-    if not rows:
-        raise ValueError(f"{run_dir / 'episodes.csv'}: no finished episode to plot")
-    steps = np.array([float(r["timesteps"]) for r in rows])
-
-    def smooth(values: np.ndarray) -> np.ndarray:
-        w = min(window, len(values))
-        return np.convolve(values, np.ones(w) / w, mode="valid")
-
-    ret = np.array([float(r["episode_return"]) for r in rows])
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    left.plot(steps, ret, ".", alpha=0.25, label="episode return")
-    left.plot(steps[len(steps) - len(smooth(ret)) :], smooth(ret), label=f"running mean ({window} episodes)")
-    evals = run_dir / "eval" / "evaluations.npz"
-    if evals.is_file():
-        data = np.load(evals)
-        left.errorbar(data["timesteps"], data["results"].mean(axis=1), yerr=data["results"].std(axis=1), fmt="o-",
-                      label="held-out (EvalCallback)")
-    left.set_xlabel("timesteps")
-    left.set_ylabel("return = val. accuracy gain")
-    left.legend(fontsize=7)
-    acc = np.array([float(r["test_accuracy"]) for r in rows])
-    right.plot(steps[len(steps) - len(smooth(acc)) :], smooth(acc), label="test accuracy (fused)")
-    quantity_cols = [k for k in rows[0] if k.startswith("mean_quantity_")]
-    q = np.array([[float(r[k]) for k in quantity_cols] for r in rows])
-    for j, k in enumerate(quantity_cols):
-        share = q[:, j] / q.sum(axis=1)
-        right.plot(steps[len(steps) - len(smooth(share)) :], smooth(share), "--",
-                   label=f"share of examples: {k.removeprefix('mean_quantity_')}")
-    right.set_xlabel("timesteps")
-    right.set_ylim(0, 1)
-    right.legend(fontsize=7)
-    fig.suptitle(run_dir.name, fontsize=9)
-    fig.tight_layout()
-    out = run_dir / "learning_curve.png"
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
-
-
-def center_on_uniform(policy: Any, strength: float) -> None:
-    """Bias a new policy's action logits towards the middle (uniform) level of each modality.
-
-    SB3 initialises ``action_net`` with orthogonal weights of gain 0.01, so the initial logits are
-    almost exactly its bias: setting the bias of level ``l`` to ``-strength * (l - (L - 1) / 2) ** 2``
-    makes the start a discretised Gaussian around uniform (per modality, ``L`` levels) whose mode,
-    what ``deterministic=True`` plays, is uniform until training moves it.
-
-    Args:
-        policy: an SB3 ``ActorCriticPolicy`` on a ``MultiDiscrete`` action space.
-        strength: ``C >= 0``; 0 leaves the policy as it is.
-    """
-    import torch
-    from gymnasium import spaces
-
-    if not (strength >= 0 and np.isfinite(strength)):
-        raise ValueError(f"uniform prior strength {strength!r}: expected a finite number >= 0")
-    space = policy.action_space
-    if not isinstance(space, spaces.MultiDiscrete):
+def _set_up(args: Args) -> _Setup:
+    """Check every flag and name, build the --kickstart policy and one env per setting (a bad env id
+    or argument would otherwise be a dead worker process, not a message); raises ValueError & co."""
+    if args.algo not in ALGOS:
+        raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
+    env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
+    overrides = json_object(args.hyperparams, "--hyperparams")
+    if "instances" in env_kwargs:
+        raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
+    hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
+    families = _families(args, env_kwargs)
+    setup = _Setup(env_kwargs, hyperparams, families, [], None)
+    _check_start(args, setup)
+    train_set = resolve_instances(args.instances)
+    eval_spec = args.eval_instances
+    n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
+    if not 1 <= args.n_eval_instances <= (n_eval_set or 0) // 2:
         raise ValueError(
-            f"--uniform-prior needs discrete actions (MultiDiscrete), the env has {space}; for continuous "
-            "actions the mean already starts at uniform: narrow it with --hyperparams "
-            "'{\"policy_kwargs\": {\"log_std_init\": -1}}'"
+            f"--n-eval-instances {args.n_eval_instances}: expected 1 .. {(n_eval_set or 0) // 2} "
+            f"(at most half of the {eval_spec!r} set, whose first half stays for agents/evaluate.py)"
         )
-    bias = [-strength * (np.arange(n) - (n - 1) / 2) ** 2 for n in space.nvec]
-    with torch.no_grad():
-        policy.action_net.bias.copy_(torch.as_tensor(np.concatenate(bias), dtype=policy.action_net.bias.dtype))
+    setup.monitor_set = instance_set(eval_spec)[-args.n_eval_instances :]
+    check_disjoint(train_set, setup.monitor_set)
+    if args.init_from:
+        setup.init_from = agent_folder(args.init_from, check=True) or Path(args.init_from)
+        start_config = read_run_config(setup.init_from)
+        if start_config["algo"] != args.algo:
+            raise ValueError(
+                f"--init-from {args.init_from}: its algo is {start_config['algo']!r}, not --algo {args.algo!r}"
+            )
+    # The envs are built in worker processes, where a bad env id or argument is a dead worker, not a
+    # message: build one here first (cheap: the data and the model come at its first reset).
+    for family in families:
+        gym.make(args.env_id, **env_kwargs, **family_env_kwargs(family)).close()
+    if not families:
+        gym.make(args.env_id, **env_kwargs, instances=args.instances).close()
+    return setup
 
 
-KICKSTART_SMOOTHING = 0.1
-"""Label smoothing of the cloned actions: a cloned policy keeps some probability on every level, so
-that the RL updates after it can still move it (a one-hot fit leaves PPO's ratios no gradient)."""
+def _families(args: Args, env_kwargs: dict[str, Any]) -> list[str]:
+    """``--families`` (``general``: all of GENERAL_FAMILIES), checked against the other flags."""
+    families = list(GENERAL_FAMILIES) if args.families == ["general"] else list(args.families)
+    if families:
+        for family in families:
+            family_env_kwargs(family)  # an unknown family fails here
+        if args.batched < 1:
+            raise ValueError("--families: give --batched N (N sub-envs per family)")
+        clash = sorted({"dataset", "views", "dataset_kwargs"} & set(env_kwargs))
+        if clash:
+            raise ValueError(f"--env-kwargs: {clash} come from each family with --families; leave them out")
+    return families
 
 
-def _clone_loss(policy: Any, obs: Any, actions: Any) -> Any:
-    """Cross-entropy of the policy's per-modality categoricals against the teacher's levels, smoothed
-    by :data:`KICKSTART_SMOOTHING` towards all levels, summed over modalities, mean over the samples."""
-    loss: Any = 0.0
-    for k, categorical in enumerate(policy.get_distribution(obs).distribution):  # one per modality
-        log_p = categorical.logits  # normalised: log-probabilities
-        nll = -log_p.gather(1, actions[:, k : k + 1].long()).squeeze(1)
-        loss = loss + (1 - KICKSTART_SMOOTHING) * nll + KICKSTART_SMOOTHING * -log_p.mean(dim=1)
-    return loss.mean()
-
-
-def kickstart(
-    model: Any, env: Any, teacher: Any, episodes: int, updates: int, seed: int, episode_steps: int
-) -> dict[str, Any]:
-    """Fit a new model's policy to a built-in policy's actions (smoothed cross-entropy,
-    :func:`_clone_loss`), and its value function to that policy's returns, on rollouts of the policy
-    in the training envs (behaviour cloning before RL; the value fit keeps the first PPO updates from
-    being driven by an untrained critic).
-
-    Args:
-        model: a new SB3 PPO or A2C model on ``env``, with discrete (``MultiDiscrete``) actions.
-        env: its training ``VecEnv``, VecNormalize'd or not; VecNormalize's statistics take in the
-            rollouts, and the samples are normalised with the final statistics.
-        teacher: a built-in policy (:func:`dus_gym.policies.make_policy`) reading raw observations.
-        episodes: whole episodes per sub-env (``episodes * episode_steps`` vector steps).
-        updates: Adam steps (learning rate 1e-3) on minibatches of 128 samples, in passes over them.
-        seed: seed of the minibatch order.
-        episode_steps: the envs' episode length (every sub-env's episodes end together).
-
-    Returns:
-        ``{"samples": env steps, "agreement": fraction in [0, 1] of samples where the policy's mode
-        is the teacher's action, "nll": final mean negative log-likelihood per sample}``.
-    """
-    import torch
-    from gymnasium import spaces
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    if not isinstance(model.policy.action_space, spaces.MultiDiscrete):
-        raise ValueError(
-            f"--kickstart clones discrete actions (MultiDiscrete, the env's default action_type); the env has "
-            f"{model.policy.action_space}"
-        )
-    normalize = env if isinstance(env, VecNormalize) else None
-    n_env, n_steps = env.num_envs, episodes * episode_steps
-    obs_raw, actions, rewards, dones = [], [], [], []
-    current = env.reset()
-    for _ in range(n_steps):
-        raw = normalize.get_original_obs() if normalize else current
-        action, _ = teacher.predict(raw, deterministic=True)
-        current, reward, done, _ = env.step(action)
-        obs_raw.append(np.array(raw))
-        actions.append(np.asarray(action))
-        rewards.append(np.array(normalize.get_original_reward() if normalize else reward))
-        dones.append(done)
-    obs: Any = np.stack(obs_raw)  # (T, n_env, obs_dim)
-    if normalize:
-        obs = normalize.normalize_obs(obs)
-    r = np.stack(rewards).astype(np.float64)
-    if normalize:
-        r = normalize.normalize_reward(r)
-    gamma = float(model.gamma)
-    returns = np.zeros_like(r)
-    running = np.zeros(n_env)
-    for t in range(n_steps - 1, -1, -1):  # Monte Carlo returns of whole episodes
-        running = r[t] + gamma * running * (1.0 - np.asarray(dones[t], dtype=np.float64))
-        returns[t] = running
-    policy = model.policy
-    device = policy.device
-    x = torch.as_tensor(obs.reshape(n_steps * n_env, -1), dtype=torch.float32, device=device)
-    a = torch.as_tensor(np.stack(actions).reshape(n_steps * n_env, -1), device=device)
-    y = torch.as_tensor(returns.reshape(-1), dtype=torch.float32, device=device)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-3)
-    generator = torch.Generator().manual_seed(seed)
-    policy.set_training_mode(True)
-    batches: list[torch.Tensor] = []
-    for _ in range(updates):
-        if not batches:  # a new pass over the samples in a new order
-            batches = list(torch.randperm(len(x), generator=generator).split(128))
-        idx = batches.pop()
-        loss = _clone_loss(policy, x[idx], a[idx]) + 0.5 * torch.nn.functional.mse_loss(
-            policy.predict_values(x[idx]).flatten(), y[idx]
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    policy.set_training_mode(False)
-    with torch.no_grad():
-        mode = policy.get_distribution(x).mode()
-        _, log_prob, _ = policy.evaluate_actions(x, a)
-    agreement = float((mode.reshape(a.shape) == a).all(dim=1).float().mean())
-    return {"samples": int(n_steps * n_env), "agreement": agreement, "nll": float(-log_prob.mean())}
-
-
-def main(args: Args) -> Path:
-    """Train, save the run folder, and return its path."""
-    import stable_baselines3
-    import torch
-    from stable_baselines3 import A2C, PPO
-    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
-    from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.utils import set_random_seed
-    from stable_baselines3.common.vec_env import VecNormalize
-
-    import dus_gym
+def _check_start(args: Args, setup: _Setup) -> None:
+    """Check how the policy starts (--uniform-prior, --init-from, --kickstart); build the --kickstart policy."""
     from dus_gym.policies import make_policy
 
-    with setting_up():
-        if args.algo not in ALGOS:
-            raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
-        env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
-        overrides = json_object(args.hyperparams, "--hyperparams")
-        if "instances" in env_kwargs:
-            raise ValueError("--env-kwargs: give the instance sets with --instances and --eval-instances, not here")
-        hyperparams = {**DEFAULT_HYPERPARAMS[args.algo], **overrides}
+    if not (args.uniform_prior >= 0 and np.isfinite(args.uniform_prior)):
+        raise ValueError(f"--uniform-prior {args.uniform_prior}: expected a finite number >= 0")
+    if args.uniform_prior and args.init_from:
+        raise ValueError("--uniform-prior shapes a new policy; --init-from continues one: give one of them")
+    if args.kickstart is None:
+        return
+    if args.init_from or args.uniform_prior:
+        raise ValueError("--kickstart starts a new policy from a built-in one; leave out --init-from and "
+                         "--uniform-prior")
+    if args.kickstart_episodes < 1 or args.kickstart_updates < 1:
+        raise ValueError(
+            f"--kickstart-episodes {args.kickstart_episodes}, --kickstart-updates {args.kickstart_updates}: "
+            "expected >= 1 each"
+        )
+    first = family_env_kwargs(setup.families[0]) if setup.families else {"instances": args.instances}
+    teacher_env = gym.make(args.env_id, **setup.env_kwargs, **first)
+    setup.teacher = make_policy(args.kickstart, teacher_env)  # an unknown policy fails here
+    # The envs' own episode length (the rollouts are whole episodes): the env's default unless
+    # env_kwargs set one, read from the env rather than assumed.
+    setup.episode_steps = int(teacher_env.unwrapped.n_steps)  # type: ignore[attr-defined]
+    teacher_env.close()  # the policy keeps only its action rule and observation layout
 
-        families = list(GENERAL_FAMILIES) if args.families == ["general"] else list(args.families)
-        if families:
-            for family in families:
-                family_env_kwargs(family)  # an unknown family fails here
-            if args.batched < 1:
-                raise ValueError("--families: give --batched N (N sub-envs per family)")
-            clash = sorted({"dataset", "views", "dataset_kwargs"} & set(env_kwargs))
-            if clash:
-                raise ValueError(f"--env-kwargs: {clash} come from each family with --families; leave them out")
-        if not (args.uniform_prior >= 0 and np.isfinite(args.uniform_prior)):
-            raise ValueError(f"--uniform-prior {args.uniform_prior}: expected a finite number >= 0")
-        if args.uniform_prior and args.init_from:
-            raise ValueError("--uniform-prior shapes a new policy; --init-from continues one: give one of them")
-        if args.kickstart is not None:
-            if args.init_from or args.uniform_prior:
-                raise ValueError("--kickstart starts a new policy from a built-in one; leave out --init-from and "
-                                 "--uniform-prior")
-            if args.kickstart_episodes < 1 or args.kickstart_updates < 1:
-                raise ValueError(
-                    f"--kickstart-episodes {args.kickstart_episodes}, --kickstart-updates {args.kickstart_updates}: "
-                    "expected >= 1 each"
-                )
-            first = family_env_kwargs(families[0]) if families else {"instances": args.instances}
-            teacher_env = gym.make(args.env_id, **env_kwargs, **first)
-            teacher = make_policy(args.kickstart, teacher_env)  # an unknown policy fails here
-            # The envs' own episode length (the rollouts are whole episodes): the env's default unless
-            # env_kwargs set one, read from the env rather than assumed.
-            episode_steps = int(teacher_env.unwrapped.n_steps)  # type: ignore[attr-defined]
-            teacher_env.close()  # the policy keeps only its action rule and observation layout
-        train_set = resolve_instances(args.instances)
-        eval_spec = args.eval_instances
-        n_eval_set = SET_SIZES["eval"] if ":" in eval_spec or eval_spec == "eval" else None
-        if not 1 <= args.n_eval_instances <= (n_eval_set or 0) // 2:
-            raise ValueError(
-                f"--n-eval-instances {args.n_eval_instances}: expected 1 .. {(n_eval_set or 0) // 2} "
-                f"(at most half of the {eval_spec!r} set, whose first half stays for agents/evaluate.py)"
-            )
-        monitor_set = instance_set(eval_spec)[-args.n_eval_instances :]
-        check_disjoint(train_set, monitor_set)
-        init_from = None
-        if args.init_from:
-            init_from = agent_folder(args.init_from, check=True) or Path(args.init_from)
-            start_config = read_run_config(init_from)
-            if start_config["algo"] != args.algo:
-                raise ValueError(
-                    f"--init-from {args.init_from}: its algo is {start_config['algo']!r}, not --algo {args.algo!r}"
-                )
-        # The envs are built in worker processes, where a bad env id or argument is a dead worker, not a
-        # message: build one here first (cheap: the data and the model come at its first reset).
-        for family in families:
-            gym.make(args.env_id, **env_kwargs, **family_env_kwargs(family)).close()
-        if not families:
-            gym.make(args.env_id, **env_kwargs, instances=args.instances).close()
 
-    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
-    run_dir = Path(args.run_dir) if args.run_dir else Path(args.output_dir) / run_name
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _make_envs(args: Args, setup: _Setup) -> tuple[Any, Any]:
+    """The training envs and EvalCallback's (VecNormalize'd with --normalize, the training statistics
+    continued from --init-from's when it has them)."""
+    from stable_baselines3.common.vec_env import VecNormalize
 
-    # Seeding: the agent, the envs' instance and batch-order draws, torch and numpy of this process.
-    set_random_seed(args.seed)
-    # One torch thread: separate envs share the cores, and the batched env's runs scope their
-    # own threads (RunConfig.threads); the agent's small networks gain nothing from more.
-    torch.set_num_threads(1)
-
-    if families:
-        train_env, eval_env = make_family_envs(args.env_id, env_kwargs, families, args.batched, args.n_eval_instances)
+    env_kwargs, init_from = setup.env_kwargs, setup.init_from
+    if setup.families:
+        train_env, eval_env = make_family_envs(
+            args.env_id, env_kwargs, setup.families, args.batched, args.n_eval_instances
+        )
         train_env.seed(args.seed)
         eval_env.seed(args.seed + 10_000)
     else:
@@ -566,27 +312,37 @@ def main(args: Args) -> Path:
             args.env_id, {**env_kwargs, "instances": args.instances}, args.num_envs, args.seed, args.start_method,
             args.batched,
         )
-        eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": monitor_set}, 1, args.seed + 10_000)
+        eval_env = make_vec_env(args.env_id, {**env_kwargs, "instances": setup.monitor_set}, 1, args.seed + 10_000)
     if args.normalize:
         if init_from and (init_from / VECNORMALIZE_FILE).is_file():
             train_env = VecNormalize.load(str(init_from / VECNORMALIZE_FILE), train_env)
         else:
-            train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=hyperparams.get("gamma", 0.99))
+            gamma = setup.hyperparams.get("gamma", 0.99)
+            train_env = VecNormalize(train_env, norm_obs=True, norm_reward=True, gamma=gamma)
         # EvalCallback copies the training statistics into it before each evaluation.
         eval_env = VecNormalize(eval_env, norm_obs=True, norm_reward=False, training=False)
-    modalities = train_env.get_attr("modalities")[0]
+    return train_env, eval_env
 
-    config = {
+
+def _run_config(args: Args, setup: _Setup, run_name: str, modalities: Sequence[str]) -> dict[str, Any]:
+    """``config.json`` of the run (:mod:`dus_gym.agent_io`'s format)."""
+    import stable_baselines3
+    import torch
+
+    import dus_gym
+
+    families = setup.families
+    return {
         **asdict(args),
         "run_name": run_name,
-        "env_kwargs": env_kwargs,
+        "env_kwargs": setup.env_kwargs,
         "train_instances": [f"{f}:train" for f in families] if families else args.instances,
-        "eval_monitor_instances": monitor_set if not families else {
+        "eval_monitor_instances": setup.monitor_set if not families else {
             f: instance_set(f"{f}:eval")[-args.n_eval_instances :] for f in families
         },
         "families": families,
         "modalities": modalities,
-        "hyperparameters": hyperparams,
+        "hyperparameters": setup.hyperparams,
         "init_from": args.init_from,  # when set, the model keeps that run's hyperparameters
         "versions": {
             "dus_gym": dus_gym.__version__, "stable_baselines3": stable_baselines3.__version__,
@@ -594,35 +350,38 @@ def main(args: Args) -> Path:
         },
         "command": " ".join(sys.argv),
     }
-    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+
+def _make_model(args: Args, setup: _Setup, train_env: Any) -> Any:
+    """A new PPO or A2C model (centred on uniform with --uniform-prior), or --init-from's."""
+    from stable_baselines3 import A2C, PPO
 
     algo_cls: Any = {"ppo": PPO, "a2c": A2C}[args.algo]
-    # A deep copy: SB3 adds entries (A2C's optimizer class) to the policy_kwargs it is given.
-    if init_from:
-        model = algo_cls.load(init_from / MODEL_FILE, env=train_env, device=args.device)
+    device = resolve_device(args.device)
+    if setup.init_from:
+        model = algo_cls.load(setup.init_from / MODEL_FILE, env=train_env, device=device)
         model.set_random_seed(args.seed)
-    else:
-        model = algo_cls(
-            "MlpPolicy", train_env, seed=args.seed, device=args.device, verbose=args.verbose,
-            **copy.deepcopy(hyperparams),
-        )
-        if args.uniform_prior:
-            center_on_uniform(model.policy, args.uniform_prior)
-    kickstart_report = None
-    if args.kickstart is not None:
-        kickstart_report = kickstart(
-            model, train_env, teacher, args.kickstart_episodes, args.kickstart_updates, args.seed, episode_steps,
-        )
-        config["kickstart_report"] = kickstart_report
-        print(
-            f"kickstart: cloned {args.kickstart} from {kickstart_report['samples']} steps; the policy's mode "
-            f"plays its action on {100 * kickstart_report['agreement']:.1f}% of them"
-        )
-    model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
+        return model
+    # A deep copy: SB3 adds entries (A2C's optimizer class) to the policy_kwargs it is given.
+    model = algo_cls(
+        "MlpPolicy", train_env, seed=args.seed, device=device, verbose=args.verbose,
+        **copy.deepcopy(setup.hyperparams),
+    )
+    if args.uniform_prior:
+        center_on_uniform(model.policy, args.uniform_prior)
+    return model
 
+
+def _callbacks(args: Args, setup: _Setup, run_dir: Path, train_env: Any, eval_env: Any, modalities: Any) -> Any:
+    """episodes.csv and the TensorBoard tags; checkpoints and EvalCallback when their frequency is > 0."""
+    from stable_baselines3.common.callbacks import CallbackList, CheckpointCallback, EvalCallback
+
+    from agents.episode_log import DUSInfoCallback
+
+    families, init_from = setup.families, setup.init_from
     previous_csv = init_from / "episodes.csv" if init_from else None
     groups = [f for f in families for _ in range(args.batched)] if families else None
-    callbacks: list[Any] = [_info_callback_class()(modalities, run_dir / "episodes.csv", previous_csv, groups)]
+    callbacks: list[Any] = [DUSInfoCallback(modalities, run_dir / "episodes.csv", previous_csv, groups)]
     per_env = train_env.num_envs  # callbacks count vector steps of all the sub-envs at once
     if args.checkpoint_freq > 0:
         callbacks.append(
@@ -638,9 +397,51 @@ def main(args: Args) -> Path:
                 log_path=str(run_dir / "eval"), best_model_save_path=None, deterministic=True,
             )
         )
+    return CallbackList(callbacks)
+
+
+def main(args: Args) -> Path:
+    """Train, save the run folder, and return its path."""
+    import torch
+    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.utils import set_random_seed
+
+    from agents.episode_log import plot_learning_curve
+
+    with setting_up():
+        setup = _set_up(args)
+        resolve_device(args.device)  # a bad --device is a usage error, before anything is written
+    run_name = f"{args.env_id}__{args.exp_name}__{args.seed}__{int(time.time())}"
+    run_dir = Path(args.run_dir) if args.run_dir else Path(args.output_dir) / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # Seeding: the agent, the envs' instance and batch-order draws, torch and numpy of this process.
+    set_random_seed(args.seed)
+    # One torch thread: separate envs share the cores, and the batched env's runs scope their
+    # own threads (RunConfig.threads); the agent's small networks gain nothing from more.
+    torch.set_num_threads(1)
+    train_env, eval_env = _make_envs(args, setup)
+    modalities = train_env.get_attr("modalities")[0]
+    config = _run_config(args, setup, run_name, modalities)
+    (run_dir / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+
+    model = _make_model(args, setup, train_env)
+    kickstart_report = None
+    if args.kickstart is not None:
+        kickstart_report = kickstart(
+            model, train_env, setup.teacher, args.kickstart_episodes, args.kickstart_updates, args.seed,
+            setup.episode_steps,
+        )
+        config["kickstart_report"] = kickstart_report
+        print(
+            f"kickstart: cloned {args.kickstart} from {kickstart_report['samples']} steps; the policy's mode "
+            f"plays its action on {100 * kickstart_report['agreement']:.1f}% of them"
+        )
+    model.set_logger(configure(str(run_dir / "logs"), ["csv", "tensorboard"] + (["stdout"] if args.verbose else [])))
+    callbacks = _callbacks(args, setup, run_dir, train_env, eval_env, modalities)
     start = time.time()
     model.learn(
-        args.total_timesteps, callback=CallbackList(callbacks), progress_bar=args.progress_bar,
+        args.total_timesteps, callback=callbacks, progress_bar=args.progress_bar,
         reset_num_timesteps=not args.init_from,
     )
     model.save(run_dir / MODEL_FILE)

@@ -23,36 +23,43 @@ the env is reset with the cell's seed.
 from __future__ import annotations
 
 import json
-import os
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from benchmarks.backends import check_backend, map_units
 from dus_gym import EPISODE_STEPS
-from dus_gym.agent_io import load_policy, policy_label
+from dus_gym.agent_io import load_policy
 from dus_gym.cli import UsageError, fail, json_object, parse_args, run, setting_up
 from dus_gym.run import RunConfig
 
 try:
-    from benchmarks.stats import Interval
+    # The results file and the summary live in their own modules; these names stay importable from here.
+    from benchmarks.results_file import RESULTS_FILE, append_record, pending_cells, read_records, record_key
+    from benchmarks.summary import (
+        REFERENCE_POLICY,
+        Row,
+        aggregate_gains,
+        compact_table,
+        summarise,
+        write_summary,
+    )
 except ModuleNotFoundError as err:  # run as a file: sys.path has benchmarks/, not the repository root
-    # "benchmarks.stats" too: another distribution's top-level benchmarks/ folder (torchrl ships one) is a
-    # namespace package, found before ours when the file is run as a script.
-    if err.name not in ("benchmarks", "benchmarks.stats"):
+    # Another distribution's top-level benchmarks/ folder (torchrl ships one) is a namespace package, found
+    # before ours when the file is run as a script: then the module missing is one of ours.
+    if err.name is None or not (err.name == "benchmarks" or err.name.startswith("benchmarks.")):
         raise
     fail("benchmarks/compare.py", "run it from the repository root as a module: python -m benchmarks.compare ...")
 
-# benchmarks.stats loads scipy; the functions that need it import it themselves,
-# so worker processes that only run cells start faster.
+_record_key = record_key  # the name tests and benchmarks/equivalence.py have used
 
 __all__ = [
     "PROG",
+    "REFERENCE_POLICY",
+    "RESULTS_FILE",
     "Args",
     "Cell",
     "aggregate_gains",
@@ -62,6 +69,7 @@ __all__ = [
     "main",
     "make_env",
     "make_cells",
+    "pending_cells",
     "read_records",
     "run_cell",
     "run_grid",
@@ -70,9 +78,6 @@ __all__ = [
 ]
 
 PROG = "python -m benchmarks.compare"
-RESULTS_FILE = "results.jsonl"
-REFERENCE_POLICY = "uniform"
-BACKENDS = ("local", "ray")
 
 
 @dataclass
@@ -311,73 +316,6 @@ def run_group(cells: Sequence[Cell], torch_threads: int | None = None) -> list[d
     ]
 
 
-# -- results file -----------------------------------------------------------------
-
-
-def append_record(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one record as one line, atomically: a single ``write`` on an ``O_APPEND`` file.
-
-    Readers never see half a line from this call, and concurrent appenders
-    never interleave within a line.
-    """
-    data = (json.dumps(record, sort_keys=True) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        written = os.write(fd, data)
-    finally:
-        os.close(fd)
-    if written != len(data):
-        raise OSError(f"{path}: wrote {written} of {len(data)} bytes of a result line (disk full?)")
-
-
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a results file; ``[]`` when it does not exist.
-
-    A last line without its newline can only come from a writer that died
-    mid-write outside :func:`append_record`; it is cut off (with a warning), so
-    the next append starts a fresh line.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        warnings.warn(f"{path}: dropping an unfinished last line ({len(data) - end} bytes)", stacklevel=2)
-        with path.open("r+b") as f:
-            f.truncate(end)
-        data = data[:end]
-    records = []
-    for number, line in enumerate(data.decode().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{number}: not a JSON result line ({err})") from None
-    return records
-
-
-def _record_key(record: dict[str, Any]) -> tuple[str, str, str, int]:
-    return (record["policy"], record["dataset"], record["method"], int(record["seed"]))
-
-
-def pending_cells(cells: Sequence[Cell], records: Iterable[dict[str, Any]], path: str | Path) -> list[Cell]:
-    """The cells with no record yet; a record with other settings is an error (not silently mixed)."""
-    done: dict[tuple[str, str, str, int], dict[str, Any]] = {_record_key(r): r for r in records}
-    pending = []
-    for cell in cells:
-        record = done.get(cell.key)
-        if record is None:
-            pending.append(cell)
-        elif record["settings"] != json.loads(cell.settings):
-            raise ValueError(
-                f"{path}: cell {cell.key} was run with settings {record['settings']}, this run asks for "
-                f"{json.loads(cell.settings)}; use another --output (or the same settings)"
-            )
-    return pending
-
-
 # -- backends ---------------------------------------------------------------------
 
 
@@ -404,69 +342,12 @@ def _run_named(unit: Unit, threads: int | None) -> list[dict[str, Any]]:
                            f"{type(err).__name__}: {err}") from err
 
 
-def _local_serial(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
-    for unit in units:
-        yield _run_named(unit, threads)
-
-
-def _local_pool(units: Sequence[Unit], workers: int, threads: int) -> Iterator[list[dict[str, Any]]]:
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    from dus_gym.evaluation import episode_pool
-
-    # Each worker sets its own thread count in run_cell; the workers end with this process.
-    with episode_pool(workers) as pool:
-        futures = {pool.submit(_run_named, unit, threads) for unit in units}
-        try:
-            while futures:
-                finished, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
-
-
-def _ray(units: Sequence[Unit], threads: int) -> Iterator[list[dict[str, Any]]]:
-    try:
-        import ray
-    except ImportError:
-        raise ImportError("--backend ray needs ray: pip install 'dus_gym[ray]'") from None
-    if not ray.is_initialized():
-        ray.init()  # connects to RAY_ADDRESS when set, else starts a local instance
-    remote = ray.remote(num_cpus=threads)(_run_named)
-    refs = [remote.remote(unit, threads) for unit in units]
-    try:
-        while refs:
-            finished, refs = ray.wait(refs, num_returns=1)
-            for ref in finished:
-                yield ray.get(ref)
-    finally:
-        for ref in refs:
-            ray.cancel(ref)
-
-
-def check_backend(backend: str, workers: int) -> None:
-    """Raise a ValueError naming the flag for an unknown backend or a worker count below 1."""
-    if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r}: expected one of {list(BACKENDS)}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-
-
 def execute(
     cells: Sequence[Cell], backend: str = "local", workers: int = 1, threads: int = 1, batched: bool = False
 ) -> Iterator[dict[str, Any]]:
     """Run ``cells`` on a backend (each grid point's seeds as one batched group with ``batched``);
     yields each record as its episode (or group) finishes, in any order."""
-    check_backend(backend, workers)
-    units = make_units(cells, batched)
-    if backend == "ray":
-        results = _ray(units, threads)
-    elif workers == 1:
-        results = _local_serial(units, threads)
-    else:
-        results = _local_pool(units, workers, threads)
+    results = map_units(_run_named, make_units(cells, batched), backend, workers, threads)
     return (record for records in results for record in records)
 
 
@@ -511,218 +392,6 @@ def run_grid(
                 on_record(record)
     wanted = {c.key for c in cells}
     return [r for r in read_records(path) if _record_key(r) in wanted]
-
-
-# -- summary ----------------------------------------------------------------------
-
-
-@dataclass
-class Row:
-    """Summary of one grid point over its seeds."""
-
-    dataset: str
-    method: str
-    policy: str
-    n: int
-    diverged: int
-    accuracy_mean: float
-    accuracy: Interval
-    """IQM of fused test accuracy and its 95% bootstrap interval"""
-    macro_f1_mean: float
-    branch: dict[str, Interval]
-    """mean branch accuracy per modality, with its interval"""
-    probe: dict[str, Interval]
-    """mean linear-probe accuracy per modality, with its interval"""
-    improvement: Interval
-    """probability that a run of this policy beats a run of uniform (fused test accuracy)"""
-    gain_mean: float
-    """mean fused-accuracy gain over uniform, paired by seed (NaN without uniform)"""
-
-
-def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0) -> list[Row]:
-    """One :class:`Row` per (dataset, method, policy), in the records' first-seen order."""
-    from benchmarks.stats import probability_of_improvement, stratified_bootstrap_ci
-
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault((r["dataset"], r["method"], r["policy"]), []).append(r)
-    rows = []
-    for (dataset, method, policy), runs in groups.items():
-        runs = sorted(runs, key=lambda r: r["seed"])
-        acc = np.array([r["test"]["accuracy"] for r in runs])
-        ci = {"n_resamples": n_resamples, "seed": seed}
-        modalities = runs[0]["modalities"]
-        branch = {
-            m: stratified_bootstrap_ci([[r["test"]["branch_accuracy"][m] for r in runs]], "mean", **ci)
-            for m in modalities
-        }
-        probe = {
-            m: stratified_bootstrap_ci([[r["test"]["probe_accuracy"][m] for r in runs]], "mean", **ci)
-            for m in modalities
-        }
-        reference = {r["seed"]: r["test"]["accuracy"] for r in groups.get((dataset, method, REFERENCE_POLICY), [])}
-        if reference:
-            ref = np.array(list(reference.values()))
-            improvement = probability_of_improvement(acc, ref, **ci)
-            paired = [r["test"]["accuracy"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
-            gain = float(np.mean(paired)) if paired else float("nan")
-        else:
-            improvement, gain = Interval(float("nan"), float("nan"), float("nan")), float("nan")
-        rows.append(
-            Row(
-                dataset, method, policy, len(runs), sum(bool(r["diverged"]) for r in runs),
-                float(acc.mean()), stratified_bootstrap_ci([acc], "iqm", **ci),
-                float(np.mean([r["test"]["macro_f1"] for r in runs])), branch, probe, improvement, gain,
-            )
-        )
-    return rows
-
-
-def compact_table(rows: Sequence[Row]) -> str:
-    """Fused test accuracy (IQM [95% CI], percent) as a policy x (dataset, method) Markdown table."""
-    columns = list(dict.fromkeys((r.dataset, r.method) for r in rows))
-    policies = list(dict.fromkeys(r.policy for r in rows))
-    cell = {(r.policy, r.dataset, r.method): r for r in rows}
-    lines = [
-        "| policy | " + " | ".join(f"{d} {m}" for d, m in columns) + " |",
-        "|---|" + "---|" * len(columns),
-    ]
-    for policy in policies:
-        values = []
-        for d, m in columns:
-            row = cell.get((policy, d, m))
-            values.append("-" if row is None else row.accuracy.format())
-        lines.append(f"| {policy_label(policy)} | " + " | ".join(values) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def aggregate_gains(
-    records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: int = 0
-) -> list[tuple[str, str, list[str], Interval]]:
-    """Per (method, policy): the IQM over all datasets of the per-seed fused-accuracy gain over
-    ``uniform`` (paired by seed), with a 95% stratified-bootstrap interval, each dataset a stratum.
-
-    Returns ``(method, policy, datasets, interval)`` rows; policies without a
-    uniform reference on some dataset are left out of that dataset.
-    """
-    from benchmarks.stats import stratified_bootstrap_ci
-
-    reference = {
-        (r["dataset"], r["method"], r["seed"]): r["test"]["accuracy"]
-        for r in records
-        if r["policy"] == REFERENCE_POLICY
-    }
-    strata: dict[tuple[str, str], dict[str, list[float]]] = {}
-    for r in records:
-        ref = reference.get((r["dataset"], r["method"], r["seed"]))
-        if ref is not None and r["policy"] != REFERENCE_POLICY:
-            gains = strata.setdefault((r["method"], r["policy"]), {}).setdefault(r["dataset"], [])
-            gains.append(r["test"]["accuracy"] - ref)
-    return [
-        (method, policy, list(by_dataset),
-         stratified_bootstrap_ci(list(by_dataset.values()), "iqm", n_resamples=n_resamples, seed=seed))
-        for (method, policy), by_dataset in strata.items()
-    ]
-
-
-def aggregate_table(aggregates: Sequence[tuple[str, str, list[str], Interval]]) -> str:
-    """The aggregate gains as a Markdown table (points of accuracy)."""
-    lines = ["| method | policy | datasets | gain vs uniform, IQM [95% stratified CI] |", "|---|---|---|---|"]
-    for method, policy, datasets, iv in aggregates:
-        gain = iv.format(1) if np.isfinite(iv.estimate) else "-"
-        lines.append(f"| {method} | {policy_label(policy)} | {len(datasets)} | {gain} |")
-    return "\n".join(lines) + "\n"
-
-
-def _csv_rows(rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
-    modalities = sorted({m for row in rows for m in row.branch})
-    header = [
-        "dataset", "method", "policy", "n", "diverged", "accuracy_mean", "accuracy_iqm", "accuracy_iqm_low",
-        "accuracy_iqm_high", "macro_f1_mean", "gain_over_uniform_mean", "p_improvement", "p_improvement_low",
-        "p_improvement_high",
-    ]
-    for kind in ("branch", "probe"):
-        for m in modalities:
-            header += [f"{kind}_{m}_mean", f"{kind}_{m}_low", f"{kind}_{m}_high"]
-    table = []
-    for row in rows:
-        line: list[Any] = [
-            row.dataset, row.method, row.policy, row.n, row.diverged, row.accuracy_mean, row.accuracy.estimate,
-            row.accuracy.low, row.accuracy.high, row.macro_f1_mean, row.gain_mean, row.improvement.estimate,
-            row.improvement.low, row.improvement.high,
-        ]
-        for values in (row.branch, row.probe):
-            for m in modalities:
-                iv = values.get(m, Interval(float("nan"), float("nan"), float("nan")))
-                line += [iv.estimate, iv.low, iv.high]
-        table.append(line)
-    return header, table
-
-
-def markdown_table(rows: Sequence[Row]) -> str:
-    """The summary as a Markdown table (accuracies in percent)."""
-    lines = [
-        "| dataset | method | policy | n | fused acc. mean | fused acc. IQM [95% CI] | gain vs uniform "
-        "| P(improve) [95% CI] | branch acc. mean [95% CI] | probe acc. mean [95% CI] |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        branch = "<br>".join(f"{m}: {iv.format()}" for m, iv in row.branch.items())
-        probe = "<br>".join(f"{m}: {iv.format()}" for m, iv in row.probe.items())
-        poi = "-" if not np.isfinite(row.improvement.estimate) else row.improvement.format(2, 1.0)
-        gain = "-" if not np.isfinite(row.gain_mean) else f"{100 * row.gain_mean:+.1f}"
-        n = f"{row.n}" + (f" ({row.diverged} diverged)" if row.diverged else "")
-        lines.append(
-            f"| {row.dataset} | {row.method} | {policy_label(row.policy)} | {n} | {100 * row.accuracy_mean:.1f} "
-            f"| {row.accuracy.format()} | {gain} | {poi} | {branch} | {probe} |"
-        )
-    return "\n".join(lines) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_summary(
-    rows: Sequence[Row],
-    output: str | Path,
-    note: str = "",
-    aggregates: Sequence[tuple[str, str, list[str], Interval]] = (),
-) -> tuple[Path, Path]:
-    """Write ``summary.md`` and ``summary.csv`` into ``output`` (each replaced atomically)."""
-    import csv
-    import io
-
-    output = Path(output)
-    header, table = _csv_rows(rows)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    writer.writerows([[f"{v:.6g}" if isinstance(v, float) else v for v in line] for line in table])
-    md = (
-        "# Benchmark summary\n\n"
-        + (note + "\n\n" if note else "")
-        + "Fused test accuracy in percent, interquartile mean (IQM) over seeds with a 95% percentile-bootstrap "
-        "interval:\n\n"
-        + compact_table(rows)
-        + "\n## Every cell\n\n"
-        "Fused accuracy mean and IQM [95% CI]; gain vs uniform is the mean paired difference (same seeds); "
-        "P(improve) is the probability that a run of the policy beats a run of uniform; branch and probe "
-        "accuracies are means with 95% bootstrap intervals.\n\n"
-        + markdown_table(rows)
-    )
-    if aggregates:
-        md += (
-            "\n## Over datasets\n\nPer-seed gain of fused test accuracy over uniform (points), IQM over all "
-            "seeds of all datasets, with a 95% stratified-bootstrap interval (each dataset a stratum).\n\n"
-            + aggregate_table(aggregates)
-        )
-    md_path, csv_path = output / "summary.md", output / "summary.csv"
-    _write_atomic(md_path, md)
-    _write_atomic(csv_path, buffer.getvalue())
-    return md_path, csv_path
 
 
 # -- main -------------------------------------------------------------------------

@@ -51,9 +51,10 @@ from torch import nn
 from dus_gym.data import load_dataset
 from dus_gym.data.avdigits import avdigits_speakers
 from dus_gym.models import MLPEncoder, init_parameters, make_encoder
-from dus_gym.run import RunConfig
+from dus_gym.run import EPISODE_STEPS, RunConfig
 
-EPOCHS = 30
+EPOCHS = EPISODE_STEPS
+"""Epochs of training alone: as many as a default episode has steps (one epoch each)."""
 
 
 @dataclass

@@ -13,14 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from benchmarks.summary import Row
 from dus_gym.agent_io import policy_label
-
-if TYPE_CHECKING:  # for types only: compare imports this module, not the other way round
-    from benchmarks.compare import Row
 
 __all__ = ["plot_all", "plot_final_metrics", "plot_quantities", "plot_val_curves"]
 

@@ -6,6 +6,9 @@ A run folder (written by ``agents/train.py``) holds:
 - ``model.zip``: the SB3 model (``model.save``);
 - ``vecnormalize.pkl`` (optional): the ``VecNormalize`` statistics.
 
+or, written by ``agents/ppo_batched.py`` (``"algo": "ppo_batched"``), ``agent.pt``:
+the state dict of an :class:`ActorCritic`.
+
 :func:`load_agent` gives back an object with SB3's ``predict`` that applies the
 saved observation normalisation itself, so it drops in wherever a built-in
 policy does.
@@ -32,12 +35,17 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
+from torch import nn
+from torch.distributions import Categorical
 
 from dus_gym.evaluation import Predictor
 
 __all__ = [
     "ALGOS",
+    "ActorCritic",
     "CONFIG_FILE",
+    "TorchAgent",
     "MODEL_FILE",
     "PRETRAINED_DIR",
     "PRETRAINED_PREFIX",
@@ -57,7 +65,8 @@ __all__ = [
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
-ALGOS = ("ppo", "a2c")
+TORCH_AGENT_FILE = "agent.pt"
+ALGOS = ("ppo", "a2c", "ppo_batched")
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 """The shipped agents, one run folder each (package data: there in a source checkout and in any install)."""
@@ -123,7 +132,91 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: missing keys {missing}; expected algo, env_id, env_kwargs")
     if config["algo"] not in ALGOS:
         raise ValueError(f"{path}: unknown algo {config['algo']!r}; valid: {list(ALGOS)}")
+    if isinstance(config["env_kwargs"], str):  # agents/ppo_batched.py keeps its flag's JSON text
+        config["env_kwargs"] = json.loads(config["env_kwargs"])
     return dict(config)
+
+
+def _layer_init(layer: nn.Linear, std: float = float(np.sqrt(2)), bias: float = 0.0) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class ActorCritic(nn.Module):
+    """Actor (one categorical per modality over ``levels`` weights) and critic, 64-64 tanh MLPs, with
+    CleanRL's orthogonal initialisation: the agent of ``agents/ppo_batched.py``."""
+
+    def __init__(self, obs_size: int, num_modalities: int, levels: int) -> None:
+        super().__init__()
+        self.num_modalities, self.levels = num_modalities, levels
+        self.critic = nn.Sequential(
+            _layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), _layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            _layer_init(nn.Linear(64, 1), std=1.0),
+        )
+        self.actor = nn.Sequential(
+            _layer_init(nn.Linear(obs_size, 64)), nn.Tanh(), _layer_init(nn.Linear(64, 64)), nn.Tanh(),
+            _layer_init(nn.Linear(64, num_modalities * levels), std=0.01),
+        )
+
+    def get_value(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x).squeeze(-1)
+
+    def get_action_and_value(
+        self, x: torch.Tensor, action: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Action ``(B, M)`` (sampled unless given), its log-probability and entropy ``(B,)``, value ``(B,)``."""
+        dist = Categorical(logits=self.actor(x).view(-1, self.num_modalities, self.levels))
+        if action is None:
+            action = dist.sample()
+        return action, dist.log_prob(action).sum(-1), dist.entropy().sum(-1), self.get_value(x)
+
+
+class TorchAgent:
+    """An ``agents/ppo_batched.py`` agent with SB3's ``predict``: the most probable level of each
+    modality (``deterministic``), or a draw from its own generator (seeded by ``seed``)."""
+
+    def __init__(self, net: ActorCritic, config: dict[str, Any], seed: int | None = None) -> None:
+        self.net, self.config = net.eval(), config
+        self.generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = True,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        obs = np.asarray(observation, dtype=np.float32)
+        with torch.inference_mode():
+            x = torch.as_tensor(obs.reshape(-1, obs.shape[-1]))
+            logits = self.net.actor(x).view(-1, self.net.num_modalities, self.net.levels)
+            if deterministic:
+                action = logits.argmax(-1)
+            else:
+                probs = torch.softmax(logits, -1).view(-1, self.net.levels)
+                action = torch.multinomial(probs, 1, generator=self.generator).view(logits.shape[:2])
+        out = action.numpy().astype(np.int64)
+        return (out[0] if obs.ndim == 1 else out), state
+
+
+def _load_torch_agent(run_dir: Path, config: dict[str, Any], env: gym.Env[Any, Any], spec: str) -> TorchAgent:
+    path = run_dir / TORCH_AGENT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no {TORCH_AGENT_FILE} in run folder {run_dir}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    obs_size, outputs = int(state["critic.0.weight"].shape[1]), int(state["actor.4.weight"].shape[0])
+    space, obs_space = env.action_space, env.observation_space
+    nvec = getattr(space, "nvec", None)
+    if nvec is None or obs_space.shape != (obs_size,) or int(np.sum(nvec)) != outputs or len(set(nvec)) != 1:
+        raise ValueError(
+            f"policy {spec!r}: the agent in {run_dir} maps {obs_size} observations to {outputs} action logits; "
+            f"this env has {_describe(obs_space)} and {space}; play it on an env like the one it was trained on: "
+            f"{config['env_id']} with env kwargs {json.dumps(config['env_kwargs'])}"
+        )
+    net = ActorCritic(obs_size, len(nvec), int(nvec[0]))
+    net.load_state_dict(state)
+    return TorchAgent(net, config)
 
 
 class LoadedAgent:
@@ -194,7 +287,7 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
     Args:
         spec: a built-in policy (``uniform``, ``random``, ``fixed:W1,W2``,
             ``dus_h[:LAM]``, ``gap[:MARGIN]``, ``oracle[:K]``), a run folder written by
-            ``agents/train.py``, or a shipped agent (``pretrained:NAME`` or
+            ``agents/train.py`` or ``agents/ppo_batched.py``, or a shipped agent (``pretrained:NAME`` or
             ``NAME``; :func:`pretrained_agents`).
         env: the env the policy will act in.
         seed: seed of a random built-in policy (trained agents act deterministically).
@@ -207,11 +300,13 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
     """
     folder = agent_folder(spec, check=True)
     if folder is None:
-        # Imported when needed: dus_gym.policies imports the whole env stack, whose modules may then import
-        # this one without an import cycle.
-        from dus_gym.policies import builtin_policy
+        # Imported when needed: the built-in policies import the whole env stack, which the tools that only
+        # read run folders do without.
+        from dus_gym.builtin_policies import builtin_policy
 
-        return builtin_policy(spec, env, seed)
+        return builtin_policy(spec, env, seed, [PRETRAINED_PREFIX + name for name in pretrained_agents()])
+    if read_run_config(folder)["algo"] == "ppo_batched":
+        return _load_torch_agent(folder, read_run_config(folder), env, spec)
     agent = load_agent(folder)
     for name in ("observation_space", "action_space"):
         trained, here = getattr(agent.model, name), getattr(env, name)

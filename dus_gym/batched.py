@@ -19,6 +19,12 @@ so the padding changes nothing. Batch draws come from each run's own
 same examples as ``TrainingRun(..., sample_seed=s_i)``; results agree to
 float32 rounding (stacked matmuls round differently from single ones).
 
+Every formula (the loss over B, ``s_t``, ``S_t``, OGM-GE's modulation,
+evaluation, the report) is the single run's own function, called here over
+the run axis (docs/architecture.md, "Where each formula lives"); this module
+holds the iterations' control flow, and :mod:`dus_gym.stacked` the stacked
+data, parameters and optimizer.
+
 Supported: methods ``joint``, ``ogm_ge`` and ``mla`` (without the head
 projection), MLP and CNN encoders, SGD and Adam, data placed on the device.
 :func:`make_run_batch` falls back to :class:`LoopedRuns`, a plain loop over
@@ -31,32 +37,23 @@ stacking is slower than the loop (CNN encoders on the CPU, a single run):
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from torch import nn
-from torch.func import functional_call, vmap
-from torch.nn import functional as F
 
 from dus_gym.data import MultimodalDataset
 from dus_gym.data.placement import fits_on_device
 from dus_gym.methods import JointMethod, MLAMethod, OGMGEMethod, make_method
-from dus_gym.methods.ogm_ge import ogm_coefficients
+from dus_gym.methods.base import normalised_loss
+from dus_gym.methods.ogm_ge import modulate_encoder_gradients, ogm_coefficients
+from dus_gym.metrics import Evaluation, held_out_report, probe_accuracies, split_metrics, unpack_evaluation
 from dus_gym.models import MultimodalModel, build_model
 from dus_gym.models.encoders import ConvEncoder, MLPEncoder
-from dus_gym.monitor import MONITOR_MODES, loss_and_score
-from dus_gym.run import (
-    Evaluation,
-    RunConfig,
-    StepReport,
-    TrainingRun,
-    macro_f1,
-    probe_accuracies,
-    resolve_device,
-    torch_threads,
-)
+from dus_gym.monitor import StackedMonitor, loss_and_score
+from dus_gym.run import RunConfig, StepReport, TrainingRun, resolve_device, torch_threads
+from dus_gym.stacked import StackedData, StackedModel, StackedOptimizer
 
 __all__ = [
     "RUNS_PER_THREAD", "BatchedTrainingRun", "LoopedRuns", "RunBatch", "batch_threads", "batching_support",
@@ -136,8 +133,8 @@ def loop_reason(config: RunConfig, dataset: MultimodalDataset, num_runs: int) ->
     Either stacking does not apply (:func:`batching_support`) or it would be
     slower than the loop:
 
-    - N = 1: one stacked run costs about twice a single one (vmap's overhead
-      buys nothing);
+    - N = 1: one stacked run costs 1.17x a single one on the digits MLPs
+      (docs/batched.md, "Why the single run is not the batched run with N = 1");
     - a CNN encoder on the CPU: vmap turns each convolution of N runs into a
       grouped convolution, which costs 1.4-2.1x the N single runs' CPU time
       (one thread; N = 4-64; avdigits' two CNNs; docs/batched.md, "Speed"),
@@ -201,108 +198,6 @@ class LoopedRuns:
         self.runs[i] = TrainingRun(dataset, self.config, *_seeds(seeds, f"run {i}"))
 
 
-class _StackedOptimizer:
-    """SGD (momentum, weight decay) or Adam on stacked parameters ``(N, ...)``, with per-run state.
-
-    The update of every run is torch.optim's (``SGD`` with dampening 0,
-    ``Adam`` with L2 weight decay), element for element; what is stacked is
-    only the state, so that one run can start afresh (:meth:`reset_run`)
-    while the others go on. A parameter without a gradient is skipped, as
-    torch.optim skips it.
-    """
-
-    def __init__(self, params: Mapping[str, torch.Tensor], config: RunConfig) -> None:
-        self.params = params
-        self.kind = config.optimizer
-        self.lr, self.momentum, self.weight_decay = config.lr, config.momentum, config.weight_decay
-        self.betas, self.eps = (0.9, 0.999), 1e-8
-        self.state: dict[str, dict[str, torch.Tensor]] = {}
-
-    def zero_grad(self) -> None:
-        for p in self.params.values():
-            p.grad = None
-
-    @torch.no_grad()
-    def step(self) -> None:
-        names = [k for k, p in self.params.items() if p.grad is not None]
-        if not names:
-            return
-        params = [self.params[k] for k in names]
-        grads: list[torch.Tensor] = [p.grad for p in params if p.grad is not None]
-        if self.weight_decay:  # in place: the gradients are dropped at the next zero_grad anyway
-            torch._foreach_add_(grads, params, alpha=self.weight_decay)
-        states = [self.state.setdefault(k, {}) for k in names]
-        if self.kind == "sgd":
-            if self.momentum:
-                # A zero buffer (a fresh run) gives buf = g: torch's first step.
-                bufs = [st.setdefault("momentum", torch.zeros_like(p)) for st, p in zip(states, params)]
-                torch._foreach_mul_(bufs, self.momentum)
-                torch._foreach_add_(bufs, grads)
-                grads = bufs
-            torch._foreach_add_(params, grads, alpha=-self.lr)
-            return
-        b1, b2 = self.betas
-        for st, p, g in zip(states, params, grads):
-            if not st:
-                st.update(
-                    step=torch.zeros(p.shape[0], device=p.device), exp_avg=torch.zeros_like(p),
-                    exp_avg_sq=torch.zeros_like(p),
-                )
-            st["step"] += 1
-            st["exp_avg"].lerp_(g, 1 - b1)
-            st["exp_avg_sq"].mul_(b2).addcmul_(g, g, value=1 - b2)
-            step = st["step"].view((-1,) + (1,) * (p.ndim - 1))
-            step_size = self.lr / (1 - b1**step)
-            denom = (st["exp_avg_sq"].sqrt() / torch.sqrt(1 - b2**step)).add_(self.eps)
-            p.sub_(step_size * st["exp_avg"] / denom)
-
-    def reset_run(self, i: int) -> None:
-        for state in self.state.values():
-            for t in state.values():
-                t[i] = 0
-
-
-class _StackedMonitor:
-    """The discrepancy monitor of docs/method.md section 2 for N runs, ``(N, M)``, each with its own t."""
-
-    def __init__(self, num_runs: int, num_modalities: int, mode: str, beta: float, device: torch.device) -> None:
-        if mode not in MONITOR_MODES:
-            raise ValueError(f"unknown monitor mode {mode!r}; valid modes: {list(MONITOR_MODES)}")
-        self.mode, self.beta = mode, beta
-        self.t = torch.zeros(num_runs, 1, device=device)
-        self.last = torch.zeros(num_runs, num_modalities, device=device)
-        self.cumulative = torch.zeros(num_runs, num_modalities, device=device)
-
-    def update_many(self, scores: torch.Tensor) -> None:
-        """K iterations' scores ``(K, N, M)``: the closed forms of
-        :meth:`~dus_gym.monitor.DiscrepancyMonitor.update_many`, per run
-        (a fresh run, t = 0, starts from its first score)."""
-        k = scores.shape[0]
-        fresh = self.t == 0
-        first, rest = scores[0], scores[1:]
-        if self.mode == "mean":
-            # Fresh runs: S_1 = s_1, then (S_1 + sum of the rest) / K, as the single monitor computes it.
-            started = (first + rest.sum(dim=0)) / k
-            going = (self.cumulative * self.t + scores.sum(dim=0)) / (self.t + k)
-        else:
-            b = self.beta
-            powers = b ** torch.arange(k - 1, -1, -1, dtype=scores.dtype, device=scores.device)
-            started = b ** (k - 1) * first + (1.0 - b) * torch.einsum("k,knm->nm", powers[1:], rest)
-            going = b**k * self.cumulative + (1.0 - b) * torch.einsum("k,knm->nm", powers, scores)
-        self.cumulative = torch.where(fresh, started, going)
-        self.last = scores[-1]
-        self.t = self.t + k
-
-    @property
-    def discrepancy(self) -> torch.Tensor:
-        return self.cumulative - self.cumulative.mean(dim=1, keepdim=True)
-
-    def reset_run(self, i: int) -> None:
-        self.t[i] = 0
-        self.last[i] = 0
-        self.cumulative[i] = 0
-
-
 class BatchedTrainingRun:
     """N training runs trained in lock-step as one stacked computation (see the module docstring).
 
@@ -337,210 +232,41 @@ class BatchedTrainingRun:
         self.num_modalities = m = ref.num_modalities
         self.num_classes = ref.num_classes
         self._shapes = [tuple(x.shape[1:]) for x in ref.modalities.values()]
-        self._template = build_model(
-            self._shapes, self.num_classes, torch.Generator().manual_seed(0), "meta", config.feature_dim,
-            self.method.shared_head, config.encoders,
-        )
-        # Stacked leaves (N, ...): every run's parameters, written by reset_run.
-        self.params: dict[str, torch.Tensor] = {
-            name: torch.zeros((n, *p.shape), device=self.device, requires_grad=True)
-            for name, p in self._template.named_parameters()
-        }
-        self._branch = [self._branch_fn(j) for j in range(m)]
-        self._optimizer = _StackedOptimizer(self.params, config)
-        self.monitor = _StackedMonitor(n, m, config.monitor, config.monitor_beta, self.device)
+        self.data = StackedData(ref, n, config.split_fractions, self.device)
+        self.model = StackedModel(_meta_model(config, ref), n, self.device)
+        self._branch = [self.model.branch(j) for j in range(m)]
+        self._optimizer = StackedOptimizer(self.params, config)
+        self.monitor = StackedMonitor(n, m, config.monitor, config.monitor_beta, self.device)
         self.threads: int | None = batch_threads(config.threads, n)
-        # Data: shared (one dataset object for all runs) or stacked per run, on the device.
-        self._datasets: list[MultimodalDataset] = [ref] * n
-        self._shared = True
-        self._raw = [x.to(self.device) for x in ref.modalities.values()]
-        self._labels = ref.labels.to(self.device)
-        splits = ref.splits(0, config.split_fractions)
-        self._split_sizes = {s: len(splits[s]) for s in ("train", "val", "test")}
-        self._splits = {
-            s: torch.zeros(n, k, dtype=torch.long, device=self.device) for s, k in self._split_sizes.items()
-        }
-        self._stats = [self._standardisation(x, splits.train.to(self.device)) for x in self._raw]
-        # Standardisation as x * scale + shift (scale = 1/std, shift = -mean/std): one fused
-        # addcmul per batch instead of a broadcast subtraction and a division.
-        self._scale = [torch.ones((n, *mu.shape), device=self.device) for mu, _ in self._stats]
-        self._shift = [torch.zeros((n, *mu.shape), device=self.device) for mu, _ in self._stats]
-        self._generators = [torch.Generator(device=self.device) for _ in range(n)]
         self.steps = np.zeros(n, dtype=np.int64)
         self.iterations = np.zeros(n, dtype=np.int64)
         self._prev_branch_loss = np.zeros((n, m))
         for i, (data, s) in enumerate(zip(datasets, seeds)):
             self.reset_run(i, data, s)
 
-    # -- runs ------------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Every run's parameters, stacked leaves ``(N, ...)`` by name (:class:`~dus_gym.stacked.StackedModel`)."""
+        return self.model.params
 
     @property
     def iterations_per_epoch(self) -> int:
-        return max(1, -(-self._split_sizes["train"] // self.config.base_batch))
+        return max(1, -(-self.data.split_sizes["train"] // self.config.base_batch))
 
     def reset_run(self, i: int, dataset: MultimodalDataset, seeds: Mapping[str, int]) -> None:
         """Start run ``i`` afresh on ``dataset`` with ``seeds``; the other runs go on untouched."""
         split_seed, init_seed, sample_seed = _seeds(seeds, f"run {i}")
-        self._check_compatible(i, dataset)
-        with torch.no_grad():
-            if dataset is not self._datasets[i] or not self._shared:
-                self._place_data(i, dataset)
-            splits = dataset.splits(split_seed, self.config.split_fractions).to(self.device)
-            for s in self._splits:
-                if len(splits[s]) != self._split_sizes[s]:
-                    raise ValueError(
-                        f"run {i}: its {s} split has {len(splits[s])} samples, the batch's {self._split_sizes[s]}; "
-                        "runs of one batch need splits of equal sizes"
-                    )
-                self._splits[s][i] = splits[s]
-            for j in range(self.num_modalities):
-                mean, std = self._standardisation(self._run_raw(j, i), splits.train)
-                self._scale[j][i], self._shift[j][i] = 1.0 / std, -mean / std
-            model = build_model(
-                self._shapes, self.num_classes, torch.Generator().manual_seed(init_seed), self.device,
-                self.config.feature_dim, self.method.shared_head, self.config.encoders,
-            )
-            for name, p in model.named_parameters():
-                self.params[name][i] = p
+        self.data.reset_run(i, dataset, split_seed, sample_seed)
+        model = build_model(
+            self._shapes, self.num_classes, torch.Generator().manual_seed(init_seed), self.device,
+            self.config.feature_dim, self.method.shared_head, self.config.encoders,
+        )
+        self.model.reset_run(i, model)
         self._optimizer.reset_run(i)
         self.monitor.reset_run(i)
-        self._generators[i] = torch.Generator(device=self.device).manual_seed(sample_seed)
         self.steps[i] = 0
         self.iterations[i] = 0
         self._prev_branch_loss[i] = 0.0
-
-    def _check_compatible(self, i: int, dataset: MultimodalDataset) -> None:
-        shapes = [tuple(x.shape[1:]) for x in dataset.modalities.values()]
-        if dataset.modality_names != self.modality_names or shapes != self._shapes:
-            raise ValueError(
-                f"run {i}: dataset with modalities {dict(zip(dataset.modality_names, shapes))}, but the batch "
-                f"trains {dict(zip(self.modality_names, self._shapes))}; runs of one batch share modalities and shapes"
-            )
-        if dataset.num_classes != self.num_classes:
-            raise ValueError(f"run {i}: {dataset.num_classes} classes, the batch's {self.num_classes}")
-
-    def _place_data(self, i: int, dataset: MultimodalDataset) -> None:
-        """Give run ``i`` its own data: the shared tensors become stacked ``(N, n, ...)`` copies first."""
-        n = self.num_runs
-        if self._shared:
-            if dataset is self._datasets[0] and all(d is dataset for d in self._datasets):
-                return
-            if len(dataset) != len(self._labels):
-                raise ValueError(f"run {i}: {len(dataset)} samples, the batch's {len(self._labels)}")
-            self._raw = [x.unsqueeze(0).repeat(n, *([1] * x.ndim)) for x in self._raw]
-            self._labels = self._labels.unsqueeze(0).repeat(n, 1)
-            self._shared = False
-        if len(dataset) != self._labels.shape[1]:
-            raise ValueError(f"run {i}: {len(dataset)} samples, the batch's {self._labels.shape[1]}")
-        for j, x in enumerate(dataset.modalities.values()):
-            self._raw[j][i] = x.to(self.device)
-        self._labels[i] = dataset.labels.to(self.device)
-        self._datasets[i] = dataset
-
-    @staticmethod
-    def _standardisation(x: torch.Tensor, train: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of the training rows, as :class:`~dus_gym.run.TrainingRun` standardises."""
-        ref = x[train]
-        dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
-        return ref.mean(dim=dims, keepdim=True)[0], ref.std(dim=dims, keepdim=True).clamp(min=1e-6)[0]
-
-    def _run_raw(self, j: int, i: int) -> torch.Tensor:
-        return self._raw[j] if self._shared else self._raw[j][i]
-
-    # -- batches ---------------------------------------------------------------------
-
-    def _gather(self, j: int, idx: torch.Tensor) -> torch.Tensor:
-        """Standardised rows ``idx`` ``(N, P)`` of modality j, each run's own: ``(N, P, ...)``."""
-        raw = self._raw[j]
-        # index_select on flat rows: a plain row gather, cheaper than advanced indexing on the CPU.
-        if self._shared:
-            x = raw.index_select(0, idx.reshape(-1))
-        else:
-            offsets = torch.arange(self.num_runs, device=self.device)[:, None] * raw.shape[1]
-            x = raw.flatten(0, 1).index_select(0, (idx + offsets).reshape(-1))
-        x = x.view(*idx.shape, *x.shape[1:])
-        return torch.addcmul(self._shift[j][:, None], x, self._scale[j][:, None])
-
-    def _gather_labels(self, idx: torch.Tensor) -> torch.Tensor:
-        if self._shared:
-            return self._labels[idx]
-        return self._labels[torch.arange(self.num_runs, device=self.device)[:, None], idx]
-
-    def _stack_padded(self, rows: list[torch.Tensor], width: int) -> torch.Tensor:
-        """Index rows of different lengths as ``(N, width)``, padded with index 0 (masked out by the caller)."""
-        if all(len(r) == width for r in rows):
-            return torch.stack(rows)
-        out = torch.zeros(len(rows), width, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rows):
-            out[i, : len(r)] = r
-        return out
-
-    def _draw(self, i: int, n: int) -> torch.Tensor:
-        """``n`` training indices of run i, drawn as :meth:`TrainingRun._draw` draws them."""
-        train = self._splits["train"][i]
-        return train[torch.randint(len(train), (n,), generator=self._generators[i], device=self.device)]
-
-    def _branch_fn(self, j: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Branch logits of modality j for all runs: ``(N, P, ...) -> (N, P, C)``."""
-        encoder, head = self._template.encoders[j], self._template.head(j)
-        enc_prefix = f"encoders.{j}."
-        head_prefix = f"heads.{0 if self._template.shared_head else j}."
-        if isinstance(encoder, MLPEncoder):
-            names = [f"{enc_prefix}net.{name}" for name, _ in encoder.net.named_children()]
-            return self._stacked_mlp([*names, head_prefix[:-1]], [*encoder.net, head])
-
-        def one(enc: dict[str, torch.Tensor], hd: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(head, hd, (functional_call(encoder, enc, (x,)),))
-
-        batched = vmap(one)
-
-        def branch(x: torch.Tensor) -> torch.Tensor:
-            enc = {k[len(enc_prefix):]: v for k, v in self.params.items() if k.startswith(enc_prefix)}
-            hd = {k[len(head_prefix):]: v for k, v in self.params.items() if k.startswith(head_prefix)}
-            return batched(enc, hd, x)
-
-        return branch
-
-    def _stacked_mlp(self, names: list[str], layers: list[nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
-        """Linear and ReLU layers on stacked parameters without vmap: ``(N, P, D) -> (N, P, C)``.
-
-        Activations are kept feature-major, ``(N, features, P)``: each linear
-        layer is one ``baddbmm(b, W, h)`` with ``W`` in ``nn.Linear``'s own
-        ``(N, out, in)`` layout, so its weight gradient comes out contiguous.
-        vmap's ``x @ W.T`` gives a transposed gradient that autograd then copies,
-        and adds the bias apart. With the fused standardisation this took N = 16
-        digits runs from 94.5 to 135-150 env steps/s on 2 cores
-        (``python -m benchmarks.throughput --batched``, docs/batched.md).
-        """
-        steps: list[tuple[str, str] | None] = []
-        for name, layer in zip(names, layers):
-            if isinstance(layer, nn.Linear):
-                steps.append((f"{name}.weight", f"{name}.bias"))
-            elif isinstance(layer, nn.ReLU):
-                steps.append(None)
-            else:
-                raise TypeError(f"_stacked_mlp: layer {name} is a {type(layer).__name__}; expected Linear or ReLU")
-
-        def branch(x: torch.Tensor) -> torch.Tensor:
-            h = x.transpose(1, 2)
-            for step in steps:
-                if step is None:
-                    h = torch.relu(h)
-                else:
-                    h = torch.baddbmm(self.params[step[1]].unsqueeze(2), self.params[step[0]], h)
-            return h.transpose(1, 2)
-
-        return branch
-
-    def _features(self, i: int) -> Callable[[int, torch.Tensor], torch.Tensor]:
-        """Run i's encoders as ``features(j, x)`` (for the linear probe)."""
-
-        def features(j: int, x: torch.Tensor) -> torch.Tensor:
-            prefix = f"encoders.{j}."
-            enc = {k[len(prefix):]: v[i] for k, v in self.params.items() if k.startswith(prefix)}
-            return functional_call(self._template.encoders[j], enc, (x,))
-
-        return features
 
     # -- training ----------------------------------------------------------------------
 
@@ -609,29 +335,29 @@ class BatchedTrainingRun:
         P = int(per_run.max())
         # Each run's generator is called in a single run's order: its batch, then each
         # modality present on fewer rows; across runs the order does not matter.
-        idx = self._stack_padded([self._draw(i, int(per_run[i])) for i in range(n)], P)
+        idx = self.data.stack_padded([self.data.draw(i, int(per_run[i])) for i in range(n)], P)
         valid = torch.arange(P, device=dev)[None, :] < torch.as_tensor(per_run, device=dev)[:, None]
         present = []
         for j in range(m):
             partial = np.flatnonzero(counts[:, j] < per_run)
             mask = valid.clone() if len(partial) else valid
             for i in partial:  # the same draw as JointMethod: a random n_j of the P_i rows
-                rows = torch.randperm(int(per_run[i]), generator=self._generators[i], device=dev)[: int(counts[i, j])]
+                gen = self.data.generators[i]
+                rows = torch.randperm(int(per_run[i]), generator=gen, device=dev)[: int(counts[i, j])]
                 mask[i] = False
                 mask[i, rows] = True
             present.append(mask)
-        y = self._gather_labels(idx)
+        y = self.data.gather_labels(idx)
         fused: torch.Tensor | None = None
         logits = []
         for j in range(m):
-            lg = self._branch[j](self._gather(j, idx))
+            lg = self._branch[j](self.data.gather(j, idx))
             logits.append(lg)
             # where(), not a product: an absent modality adds exactly zero, as in a single run.
             contribution = torch.where(present[j][..., None], lg, 0.0)
             fused = contribution if fused is None else fused + contribution
         assert fused is not None
-        ce = F.cross_entropy(fused.reshape(n * P, -1), y.reshape(-1), reduction="none").reshape(n, P)
-        loss = torch.where(valid, ce, 0.0).sum(dim=1) / self.config.base_batch
+        loss = normalised_loss(fused, y, self.config.base_batch, valid)
         self._optimizer.zero_grad()
         loss.sum().backward()
         stats = [loss_and_score(lg, y, present[j]) for j, lg in enumerate(logits)]
@@ -646,20 +372,9 @@ class BatchedTrainingRun:
         """OGM-GE per run (:meth:`~dus_gym.methods.ogm_ge.OGMGEMethod.modulate_gradients`)."""
         assert isinstance(self.method, OGMGEMethod)
         coeff = ogm_coefficients(score, self.method.alpha)  # (N, M)
-        for j in range(self.num_modalities):
-            prefix = f"encoders.{j}."
-            for name, p in self.params.items():
-                if not name.startswith(prefix) or p.grad is None:
-                    continue
-                g = p.grad
-                per_run = g.reshape(self.num_runs, -1)
-                noisy = self.method.noise and per_run.shape[1] > 1
-                std = per_run.std(dim=1) if noisy else None
-                g.mul_(coeff[:, j].to(g.dtype).view(-1, *([1] * (g.ndim - 1))))
-                if std is not None:
-                    for i in range(self.num_runs):  # each run's noise from its own generator
-                        noise = torch.randn(g.shape[1:], generator=self._generators[i], device=g.device, dtype=g.dtype)
-                        g[i].add_(noise * std[i])
+        grads = [[p.grad for p in self.model.encoder_params(j) if p.grad is not None]
+                 for j in range(self.num_modalities)]
+        modulate_encoder_gradients(grads, coeff, self.method.noise, self.data.generators)
 
     def _mla_iteration(self, counts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``mla`` as :class:`~dus_gym.methods.mla.MLAMethod` (no projection): one step per modality, in turn."""
@@ -669,12 +384,11 @@ class BatchedTrainingRun:
         for j in range(self.num_modalities):
             n_j = counts[:, j]
             P = int(n_j.max())
-            idx = self._stack_padded([self._draw(i, int(n_j[i])) for i in range(n)], P)
+            idx = self.data.stack_padded([self.data.draw(i, int(n_j[i])) for i in range(n)], P)
             valid = torch.arange(P, device=dev)[None, :] < torch.as_tensor(n_j, device=dev)[:, None]
-            y = self._gather_labels(idx)
-            logits = self._branch[j](self._gather(j, idx))
-            ce = F.cross_entropy(logits.reshape(n * P, -1), y.reshape(-1), reduction="none").reshape(n, P)
-            loss = torch.where(valid, ce, 0.0).sum(dim=1) / self.config.base_batch
+            y = self.data.gather_labels(idx)
+            logits = self._branch[j](self.data.gather(j, idx))
+            loss = normalised_loss(logits, y, self.config.base_batch, valid)
             self._optimizer.zero_grad()
             loss.sum().backward()
             self._optimizer.step()
@@ -690,31 +404,18 @@ class BatchedTrainingRun:
     def _evaluate_tensors(self, split: str) -> torch.Tensor:
         """Every run's metrics of a split, ``(N, 3 + 2M)``: the layout of
         :meth:`TrainingRun.evaluate_tensors`."""
-        idx = self._splits[split]
+        idx = self.data.splits[split]
         chunks = []
         for c in idx.split(self.config.eval_batch, dim=1):
-            chunks.append(torch.stack([self._branch[j](self._gather(j, c)) for j in range(self.num_modalities)], 1))
+            chunks.append(torch.stack([self._branch[j](self.data.gather(j, c)) for j in range(self.num_modalities)], 1))
         logits = torch.cat(chunks, dim=2)  # (N, M, n, C)
-        y = self._gather_labels(idx)  # (N, n)
-        fused = vmap(self.method.fuse)(logits)
-        pred = fused.argmax(dim=-1)
-        n, k, c = fused.shape
-        accuracy = (pred == y).float().mean(dim=1)
-        f1 = macro_f1(pred, y, self.num_classes)
-        loss = F.cross_entropy(fused.reshape(n * k, c), y.reshape(-1), reduction="none").reshape(n, k).mean(dim=1)
-        branch_acc = (logits.argmax(dim=-1) == y[:, None]).float().mean(dim=-1)
-        ym = y[:, None].expand(-1, self.num_modalities, -1)
-        branch_loss = F.cross_entropy(logits.reshape(-1, c), ym.reshape(-1), reduction="none")
-        branch_loss = branch_loss.reshape(n, self.num_modalities, k).mean(dim=-1)
-        return torch.cat([torch.stack([accuracy, f1, loss], dim=1), branch_acc, branch_loss], dim=1)
+        y = self.data.gather_labels(idx)  # (N, n)
+        if self.data.shared:
+            y = y.expand(self.num_runs, -1)
+        return split_metrics(logits, y, self.method.fuse, self.num_classes)
 
     def _unpack(self, values: np.ndarray) -> Evaluation:
-        m = self.num_modalities
-        return Evaluation(
-            accuracy=float(values[0]), macro_f1=float(values[1]), loss=float(values[2]),
-            branch_accuracy=[float(v) for v in values[3 : 3 + m]],
-            branch_loss=[float(v) for v in values[3 + m : 3 + 2 * m]],
-        )
+        return unpack_evaluation(values, self.num_modalities)
 
     def evaluate(self, split: str = "val") -> list[Evaluation]:
         """Every run's metrics on ``split``, one :class:`~dus_gym.run.Evaluation` each."""
@@ -724,22 +425,19 @@ class BatchedTrainingRun:
 
     def report(self, i: int, split: str = "test", probe: bool = True) -> dict[str, Any]:
         """Run i's held-out metrics, as :meth:`TrainingRun.report` gives them (``info["test"]``)."""
-        ev = self.evaluate(split)[i]
-        out: dict[str, Any] = {
-            "accuracy": ev.accuracy, "macro_f1": ev.macro_f1, "loss": ev.loss,
-            "branch_accuracy": dict(zip(self.modality_names, ev.branch_accuracy)),
-        }
-        if probe:
-            with torch_threads(self.threads):
-                inputs = [
-                    torch.addcmul(self._shift[j][i], self._run_raw(j, i), self._scale[j][i])
-                    for j in range(self.num_modalities)
-                ]
-                labels = self._labels if self._shared else self._labels[i]
-                accuracies = probe_accuracies(
-                    self._features(i), inputs, labels, self._splits["train"][i], self._splits[split][i], self.config
-                )
-            out["probe_accuracy"] = dict(zip(self.modality_names, accuracies))
-        out["imbalance_gap"] = max(ev.branch_accuracy) - min(ev.branch_accuracy)
-        return out
+        return held_out_report(
+            self.evaluate(split)[i], self.modality_names, (lambda: self._probe(i, split)) if probe else None
+        )
 
+    def _probe(self, i: int, split: str) -> list[float]:
+        """Run i's linear probes (:func:`~dus_gym.metrics.probe_accuracies`) on its own standardised data."""
+        with torch_threads(self.threads):
+            inputs = [
+                torch.addcmul(self.data.shift[j][i], self.data.run_raw(j, i), self.data.scale[j][i])
+                for j in range(self.num_modalities)
+            ]
+            labels = self.data.labels if self.data.shared else self.data.labels[i]
+            splits = self.data.splits
+            return probe_accuracies(
+                self.model.features(i), inputs, labels, splits["train"][i], splits[split][i], self.config
+            )

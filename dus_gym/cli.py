@@ -4,7 +4,9 @@ Every field becomes ``--field-name``; its help text is the one-line docstring
 written under the field, so the dataclass is the only place a flag is
 documented. Supported types: ``int``, ``float``, ``str``, ``bool``
 (``--flag`` / ``--no-flag``), ``list[str|int|float]`` (space-separated
-values) and ``X | None`` (the word ``none`` gives None).
+values) and ``X | None`` (the word ``none`` gives None). A field without a
+default is a required flag. :func:`flag` adds what a type cannot say (a
+positional argument, choices, a checked value, a repeated flag, two values).
 
 Errors are argparse's: a bad flag, a bad JSON value (:func:`json_object`) or a
 bad name met while a tool sets itself up (an unknown policy, env id or data
@@ -36,6 +38,7 @@ __all__ = [
     "UsageError",
     "fail",
     "field_docs",
+    "flag",
     "json_object",
     "parse_args",
     "run",
@@ -162,8 +165,27 @@ def _optional(value: str, convert: Any) -> Any:
     return None if value.lower() == "none" else convert(value)
 
 
+_ARGPARSE = "argparse"  # the key of a field's metadata that :func:`flag` fills
+
+
+def flag(default: Any = dataclasses.MISSING, *, positional: bool = False, **argparse_kwargs: Any) -> Any:
+    """A dataclass field whose command-line argument gets ``argparse_kwargs`` on top of what its type gives.
+
+    ``positional``: an argument without ``--`` (the field needs no default).
+    ``argparse_kwargs``: keyword arguments of ``add_argument`` (``choices``,
+    ``type`` for a checked value, ``metavar``, ``nargs=2``, ``action="append"``:
+    the flag is repeated, one value each time). A list default is copied for
+    every instance.
+    """
+    metadata = {_ARGPARSE: {"positional": positional, **argparse_kwargs}}
+    if isinstance(default, list):
+        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
 def parse_args(
-    cls: type[T], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None
+    cls: type[T], argv: Sequence[str] | None = None, description: str | None = None, prog: str | None = None,
+    epilog: str | None = None,
 ) -> T:
     """Parse ``argv`` (default: ``sys.argv[1:]``) into an instance of the dataclass ``cls``.
 
@@ -174,15 +196,23 @@ def parse_args(
     parser = _Parser(
         prog=prog,
         description=description or (cls.__doc__ or "").strip(),
+        epilog=epilog,
         formatter_class=_Formatter,
     )
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in docs:
             raise TypeError(f"{cls.__name__}.{f.name}: every field needs a one-line docstring under it")
         hint = hints[f.name]
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[operator]
-        flag = "--" + f.name.replace("_", "-")
-        kwargs: dict[str, Any] = {"default": default, "help": docs[f.name], "dest": f.name}
+        extra = dict(f.metadata.get(_ARGPARSE, {}))
+        positional = extra.pop("positional", False)
+        option = "--" + f.name.replace("_", "-")
+        kwargs: dict[str, Any] = {"help": docs[f.name], "dest": f.name}
+        if f.default is not dataclasses.MISSING:
+            kwargs["default"] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            kwargs["default"] = f.default_factory()
+        elif not positional:
+            kwargs["required"] = True
         args = typing.get_args(hint)
         origin = typing.get_origin(hint)
         optional = origin in (typing.Union, types.UnionType) and type(None) in args
@@ -197,5 +227,15 @@ def parse_args(
             kwargs["metavar"] = base.__name__.upper()
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: unsupported type {hint!r} for the command line")
-        parser.add_argument(flag, **kwargs)
+        if "choices" in extra and "metavar" not in extra:
+            kwargs.pop("metavar", None)  # the help lists the choices instead
+        kwargs.update(extra)
+        if kwargs.get("action") == "append":  # the flag is repeated, one value each time
+            kwargs.pop("nargs", None)
+        if positional:
+            kwargs.pop("dest")
+            kwargs["metavar"] = extra.get("metavar", f.name)
+            parser.add_argument(f.name, **kwargs)
+        else:
+            parser.add_argument(option, **kwargs)
     return cls(**vars(parser.parse_args(argv)))

@@ -105,6 +105,14 @@ FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]
     "digits_fou_kar": None,
     "avdigits": None,
     "avmnist": None,
+    "shortcut_switch": (
+        {"shortcut_rho": (0.75, 0.8, 0.85), "signal": ((3.0, 2.0), (2.75, 2.0), (3.0, 2.25), (3.25, 1.75))},
+        {"shortcut_rho": (0.775, 0.825), "signal": ((2.875, 2.125), (3.125, 1.875))},
+    ),
+    "memorization_switch": (
+        {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
+        {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
+    ),
 }
 """Instance families: ``None`` (seeds only) or the (train, eval) grids of config overrides."""
 
@@ -120,18 +128,21 @@ FAMILY_ENVS: dict[str, dict[str, Any]] = {
     "digits_fou_kar": {"dataset": "digits", "views": ["fou", "kar"]},
     "avdigits": {"dataset": "avdigits"},
     "avmnist": {"dataset": "avmnist"},
+    "shortcut_switch": {"dataset": "synthetic:shortcut_switch"},
+    "memorization_switch": {"dataset": "synthetic:memorization_switch"},
 }
 """The env arguments (data set, views, fixed configuration) of each family's instances."""
 
 GENERAL_FAMILIES = (
     "shortcut_a", "shortcut_b", "memorization", "complementary", "redundant", "digits_pix_zer", "digits_fou_kar",
-    "avdigits", "avmnist",
+    "avdigits", "avmnist", "shortcut_switch", "memorization_switch",
 )
 """The training distribution of the general sampler: where sampling matters a lot (shortcut on either
 modality, memorization), where rebalancing hurts (complementary, the real audio-visual ``avdigits``),
-where nothing matters (redundant), real data with two view pairs, and AV-MNIST (``avmnist``: two weak
-real modalities, fusion far from saturated). The shipped ``general_ppo`` was trained on the first eight;
-``avmnist`` (added after it) is a family it never saw, its held-out row in docs/agents.md."""
+where nothing matters (redundant), real data with two view pairs, AV-MNIST (``avmnist``: two weak real
+modalities, fusion far from saturated), and two families where the best decision changes during the run
+(``shortcut_switch``, ``memorization_switch``). The shipped ``general_ppo`` was trained on the first
+eight; the others (added after it) are families it never saw (``avmnist``'s held-out row: docs/agents.md)."""
 
 
 def family_env_kwargs(family: str, split: str = "train") -> dict[str, Any]:
@@ -150,7 +161,13 @@ def family_env_kwargs(family: str, split: str = "train") -> dict[str, Any]:
 
 # Fixed entropy of the set generator: a set depends only on its spec and size.
 _SET_ENTROPY = 20260
-_FAMILY_IDS = {name: k for k, name in enumerate(FAMILIES)}
+# A set's seeds and grid order depend on its family's id, so ids are given once and never change:
+# adding a family must not move another family's instances (published results name them).
+_FAMILY_IDS = {
+    "seeds": 0, "shortcut": 1, "shortcut_a": 2, "shortcut_b": 3, "memorization": 4, "complementary": 5,
+    "redundant": 6, "digits_pix_zer": 7, "digits_fou_kar": 8, "avdigits": 9, "avmnist": 10,
+    "shortcut_switch": 11, "memorization_switch": 12,
+}
 
 
 def _json_value(v: Any) -> Any:

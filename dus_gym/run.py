@@ -19,21 +19,28 @@ Use it directly to plug DUS into a plain training loop::
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from dus_gym.data import MultimodalDataset
-from dus_gym.data.placement import PLACEMENTS, HostResident, channel_stats, fits_on_device
+from dus_gym.data.placement import PLACEMENTS, HostResident, channel_stats, fits_on_device, standardisation
+from dus_gym.device import resolve_device, torch_threads
 from dus_gym.methods import IterationResult, TrainContext, make_method
 from dus_gym.methods.base import stacked_branch_stats
+from dus_gym.metrics import (
+    Evaluation,
+    held_out_report,
+    macro_f1,
+    probe_accuracies,
+    split_metrics,
+    unpack_evaluation,
+)
 from dus_gym.models import build_model
 from dus_gym.models.encoders import ResNet18Encoder
 from dus_gym.monitor import DiscrepancyMonitor
@@ -59,51 +66,6 @@ _STATS_CHUNK = 64
 _VAL_ROWS_BYTES = 64 * 2**20
 """at most this many bytes of validation rows are kept gathered (:meth:`TrainingRun.evaluate_tensors`)"""
 _F = TypeVar("_F", bound=Callable[..., Any])
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """The torch device of a run: ``"auto"`` is CUDA when available, else the CPU.
-
-    Raises a ValueError naming the value for a device torch does not know
-    (``"nosuch"``) or one this machine lacks (``"cuda"`` without CUDA), so a
-    bad setting fails where it is given, not at the first tensor moved.
-    """
-    if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(
-            f"device {device!r}: not a torch device ({err}); expected 'auto', 'cpu', 'cuda', 'cuda:N', ..."
-        ) from None
-    available: dict[str, Callable[[], bool]] = {
-        "cuda": torch.cuda.is_available,
-        "mps": torch.backends.mps.is_available,
-    }
-    if dev.type in available and not available[dev.type]():
-        raise ValueError(f"device {device!r}: this machine has no {dev.type.upper()} device; use 'cpu' or 'auto'")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return dev
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads, then restore the caller's setting.
-
-    ``None`` leaves torch's setting alone. Setting the count costs well under a
-    microsecond, so a run can scope it to each call rather than change the
-    process for its user.
-    """
-    before = torch.get_num_threads()
-    if n is None or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _scoped_threads(method: _F) -> _F:
@@ -196,18 +158,6 @@ class TrainStats:
 
 
 @dataclass
-class Evaluation:
-    """Metrics of one split. Accuracies and F1 in [0, 1]; losses are mean cross-entropy (nats)."""
-
-    accuracy: float
-    macro_f1: float
-    loss: float
-    branch_accuracy: list[float]
-    branch_loss: list[float]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class StepReport:
     """What one :meth:`TrainingRun.step` did, as host values (one device-to-host transfer).
 
@@ -237,84 +187,6 @@ class StepReport:
     branch_loss_trend: np.ndarray
     validation: Evaluation
     finite: bool
-
-
-def macro_f1(pred: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """Unweighted mean over classes of ``2 TP / (2 TP + FP + FN)`` (0 for a class never seen nor predicted).
-
-    ``pred`` and ``labels``: int64 ``(..., n)``; returns ``(...)`` (one F1 per
-    leading index, e.g. per run of a batch), from one ``bincount``.
-    """
-    lead = pred.shape[:-1]
-    c2 = num_classes**2
-    offset = torch.arange(int(np.prod(lead)), device=pred.device).reshape(*lead, 1) * c2
-    flat = (labels * num_classes + pred + offset).reshape(-1)
-    confusion = torch.bincount(flat, minlength=c2 * int(np.prod(lead))).reshape(*lead, num_classes, num_classes)
-    tp = confusion.diagonal(dim1=-2, dim2=-1).float()
-    denom = confusion.sum(-2).float() + confusion.sum(-1).float()
-    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp)).mean(-1)
-
-
-def _probe_accuracy(
-    f_train: torch.Tensor, y_train: torch.Tensor, f_eval: torch.Tensor, y_eval: torch.Tensor, steps: int
-) -> float:
-    """Fit an L2-regularised (1e-3) multinomial logistic regression with full-batch
-    L-BFGS on ``f_train`` ``(n, d)`` and return its accuracy on ``f_eval``."""
-    num_classes = int(max(y_train.max(), y_eval.max())) + 1
-    weight = torch.zeros(f_train.shape[1], num_classes, device=f_train.device, requires_grad=True)
-    bias = torch.zeros(num_classes, device=f_train.device, requires_grad=True)
-    opt = torch.optim.LBFGS([weight, bias], max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.cross_entropy(f_train @ weight + bias, y_train) + 1e-3 * weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    with torch.no_grad():
-        return float(((f_eval @ weight + bias).argmax(1) == y_eval).float().mean())
-
-
-def probe_accuracies(
-    features: Callable[[int, torch.Tensor], torch.Tensor],
-    inputs: Sequence[torch.Tensor],
-    labels: torch.Tensor,
-    train_idx: torch.Tensor,
-    eval_idx: torch.Tensor,
-    config: RunConfig,
-) -> list[float]:
-    """Linear-probe accuracy of each modality's encoder ``features(j, x)`` (docs/method.md section 8).
-
-    Features of the training rows ``train_idx`` (in batches of
-    ``config.eval_batch``) are standardised with their own statistics; an
-    L2-regularised logistic regression fit on them with
-    ``config.probe_steps`` L-BFGS iterations is scored on ``eval_idx``.
-    Returns one accuracy in [0, 1] per modality (NaN for an encoder whose
-    features are not finite: a diverged run).
-    """
-    results = []
-    for j, x in enumerate(inputs):
-        with torch.inference_mode():
-            f_train = torch.cat([features(j, x[c]) for c in train_idx.split(config.eval_batch)])
-            f_eval = torch.cat([features(j, x[c]) for c in eval_idx.split(config.eval_batch)])
-        if not (torch.isfinite(f_train).all() and torch.isfinite(f_eval).all()):
-            results.append(float("nan"))  # a diverged encoder: nothing to probe (L-BFGS would fail on it)
-            continue
-        mean, std = f_train.mean(0), f_train.std(0).clamp(min=1e-6)
-        f_train, f_eval = (f_train - mean) / std, (f_eval - mean) / std
-        results.append(_probe_accuracy(f_train, labels[train_idx], f_eval, labels[eval_idx], config.probe_steps))
-    return results
-
-
-def _standardise(x: torch.Tensor, train: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance per feature (vectors, sequences: last axis) or
-    per channel (images: axis 1), with statistics of the training rows only."""
-    ref = x[train]
-    dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
-    mean = ref.mean(dim=dims, keepdim=True)
-    std = ref.std(dim=dims, keepdim=True).clamp(min=1e-6)
-    return (x - mean) / std
 
 
 class TrainingRun:
@@ -453,7 +325,12 @@ class TrainingRun:
             raise ValueError(f"unknown data_placement {placement!r}; valid: {list(PLACEMENTS)}")
         if placement == "device" or (placement == "auto" and fits_on_device(data, self.device)):
             self.data_placement = "device"
-            return [_standardise(x.to(self.device), self.splits.train) for x in data]
+            inputs = []
+            for x in data:
+                x = x.to(self.device)
+                mean, std = standardisation(x, self.splits.train)
+                inputs.append((x - mean) / std)
+            return inputs
         self.data_placement = "host"
         train = self.splits.train
         # HostResident answers x[idx] and x.shape, all that methods and evaluation use.
@@ -541,28 +418,15 @@ class TrainingRun:
         else:
             y = self.labels[idx]
             logits = self.branch_logits(idx)
-        fused = self.method.fuse(logits)
-        pred = fused.argmax(dim=1)
-        accuracy = (pred == y).float().mean()
-        f1 = macro_f1(pred, y, self.dataset.num_classes)
-        loss = F.cross_entropy(fused, y)
-        branch_acc = (logits.argmax(dim=2) == y).float().mean(dim=1)
-        branch_loss = torch.stack([F.cross_entropy(lg, y) for lg in logits])
-        return torch.cat([torch.stack([accuracy, f1, loss]), branch_acc, branch_loss])
+        return split_metrics(logits[None], y[None], self.method.fuse, self.dataset.num_classes)[0]
 
     def evaluate(self, split: str = "val") -> Evaluation:
         """Fused and per-modality metrics on ``split`` (``"train"``, ``"val"`` or ``"test"``)."""
         return self.unpack_evaluation(self.evaluate_tensors(split).cpu().numpy())
 
     def unpack_evaluation(self, values: np.ndarray) -> Evaluation:
-        m = self.num_modalities
-        return Evaluation(
-            accuracy=float(values[0]),
-            macro_f1=float(values[1]),
-            loss=float(values[2]),
-            branch_accuracy=[float(v) for v in values[3 : 3 + m]],
-            branch_loss=[float(v) for v in values[3 + m : 3 + 2 * m]],
-        )
+        """:meth:`evaluate_tensors`'s values as an :class:`Evaluation`."""
+        return unpack_evaluation(values, self.num_modalities)
 
     @_scoped_threads
     def probe(self, split: str = "test") -> list[float]:
@@ -625,15 +489,6 @@ class TrainingRun:
         ``probe_accuracy`` (:meth:`probe`), and ``imbalance_gap``: the best
         minus the worst branch accuracy.
         """
-        ev = self.evaluate(split)
-        names = self.dataset.modality_names
-        out: dict[str, Any] = {
-            "accuracy": ev.accuracy,
-            "macro_f1": ev.macro_f1,
-            "loss": ev.loss,
-            "branch_accuracy": dict(zip(names, ev.branch_accuracy)),
-        }
-        if probe:
-            out["probe_accuracy"] = dict(zip(names, self.probe(split)))
-        out["imbalance_gap"] = max(ev.branch_accuracy) - min(ev.branch_accuracy)
-        return out
+        return held_out_report(
+            self.evaluate(split), self.dataset.modality_names, (lambda: self.probe(split)) if probe else None
+        )

@@ -30,7 +30,7 @@ import torch
 from dus_gym.data import save_bundle
 from dus_gym.envs import DUSEnv
 from dus_gym.policies import make_policy
-from dus_gym.run import RunConfig
+from dus_gym.run import RunConfig, resolve_device
 
 
 def make_bundle(path: Path, n: int, seed: int) -> Path:
@@ -51,10 +51,11 @@ def time_episode(bundle: Path, device: str, args: argparse.Namespace, placement:
         run_config={"encoders": (args.encoder, args.encoder), "data_placement": placement, "probe_steps": 20},
     )
     policy = make_policy("dus_h", env)
+    where = resolve_device(device)
 
     def sync() -> None:
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+        if where.type == "cuda":
+            torch.cuda.synchronize(where)
 
     start = time.perf_counter()
     obs, _ = env.reset(seed=0)
@@ -67,7 +68,7 @@ def time_episode(bundle: Path, device: str, args: argparse.Namespace, placement:
     sync()
     total = time.perf_counter() - start
     assert env.run is not None
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
+    name = torch.cuda.get_device_name(where) if where.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     return {
         "device": name,
         "placement": env.run.data_placement, "encoder": args.encoder, "n": args.n, "n_steps": args.n_steps,
@@ -99,8 +100,10 @@ def main() -> None:
         else:
             bundle = make_bundle(Path(tmp) / "timing_bundle", args.n, args.seed)
         for device in args.devices:
-            if device.startswith("cuda") and not torch.cuda.is_available():
-                print(json.dumps({"device": device, "skipped": "CUDA is not available"}))
+            try:
+                resolve_device(device)
+            except ValueError as err:  # a device this machine lacks (cuda without CUDA): skipped, said why
+                print(json.dumps({"device": device, "skipped": str(err)}))
                 continue
             for placement in args.placements:
                 print(json.dumps(time_episode(bundle, device, args, placement)), flush=True)

@@ -315,8 +315,8 @@ def test_digits_are_held_once_for_all_sub_envs() -> None:
                         iterations_per_step=1, device="cpu").unwrapped
     assert isinstance(venv, DUSVectorEnv)
     venv.reset(seed=0)
-    assert isinstance(venv.batch, BatchedTrainingRun) and venv.batch._shared
-    assert venv.batch._raw[0].shape == load_dataset("digits").modalities["pix"].shape
+    assert isinstance(venv.batch, BatchedTrainingRun) and venv.batch.data.shared
+    assert venv.batch.data.raw[0].shape == load_dataset("digits").modalities["pix"].shape
 
 
 def test_sb3_ppo_trains_on_the_batched_vec_env() -> None:
@@ -346,7 +346,7 @@ def test_families_of_different_shapes_train_one_agent_through_concat_vec_env() -
     obs = venv.reset()
     widths = venv.get_attr("instance")
     assert isinstance(obs, np.ndarray) and obs.shape[0] == 4 and len(widths) == 4
-    assert [p.venv.batch._raw[1].shape[-1] for p in venv.venvs] == [32, 48]  # type: ignore[attr-defined]
+    assert [p.venv.batch.data.raw[1].shape[-1] for p in venv.venvs] == [32, 48]  # type: ignore[attr-defined]
     for _ in range(kwargs["n_steps"]):
         _, _, dones, infos = venv.step(np.tile([2, 6], (4, 1)))
     assert dones.all() and all("test" in i for i in infos)

@@ -235,3 +235,33 @@ def test_run_exits_2_with_one_line_or_with_the_result(capsys: pytest.CaptureFixt
         assert info.value.code == code
     with pytest.raises(RuntimeError):  # errors of the work itself keep their traceback
         cli.run(lambda: (_ for _ in ()).throw(RuntimeError("bug")), "tool")
+
+
+def test_flag_adds_what_a_type_cannot_say(capsys: pytest.CaptureFixture[str]) -> None:
+    from dataclasses import dataclass
+
+    @dataclass
+    class Args:
+        out: str = cli.flag(positional=True)
+        """where to write"""
+        item: list[str] = cli.flag(action="append", metavar="NAME=PATH")
+        """repeated, one value each time"""
+        extra: list[str] = cli.flag([], action="append")
+        """repeated, optional"""
+        size: list[int] = cli.flag([112, 112], nargs=2, metavar=("H", "W"))
+        """two values"""
+        kind: str | None = cli.flag(None, type=str, choices=["a", "b"])
+        """one of a few"""
+
+    args = cli.parse_args(Args, ["o", "--item", "x=1", "--item", "y=2", "--size", "3", "4"])
+    assert args == Args("o", ["x=1", "y=2"], [], [3, 4], None)
+    again = cli.parse_args(Args, ["p", "--item", "z=3", "--extra", "e"])
+    assert again.extra == ["e"] and again.size == [112, 112] and args.extra == []  # defaults are not shared
+    for argv, words in (
+        (["o"], "the following arguments are required: --item"),
+        (["o", "--item", "x", "--kind", "c"], "argument --kind: invalid choice: 'c'"),
+        (["o", "--item", "x", "--size", "3"], "argument --size: expected 2 arguments"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            cli.parse_args(Args, argv, prog="tool")
+        assert info.value.code == 2 and words in capsys.readouterr().err

@@ -248,7 +248,7 @@ def test_ogm_ge_ks_lists_as_the_repository_ships_them(tmp_path: Path, capsys: py
 
 
 def test_class_orders_of_numbered_classes() -> None:
-    from dus_gym.data.convert import Row, _class_order
+    from dus_gym.data.convert.manifests import Row, _class_order
 
     rows = [Row(f"s{i}", c, "train", "") for i, c in enumerate(["27", "4", "13", "4"])]
     assert _class_order(rows, "sorted") == ["13", "27", "4"]  # Python's sorted(), as OGM-GE's and MLA's loaders

@@ -270,3 +270,25 @@ def test_layout_bounds_match_the_documented_table() -> None:
     assert isinstance(env.observation_space, gym.spaces.Box)
     np.testing.assert_array_equal(env.observation_space.low, layout.low)
     np.testing.assert_array_equal(env.observation_space.high, layout.high)
+
+
+def test_layout_builds_one_observation_or_n_from_its_own_slices() -> None:
+    from dus_gym.envs.observation import ObservationLayout
+
+    layout = ObservationLayout(["a", "b"], max_quantity=3.0)
+    rng = np.random.default_rng(0)
+    rows = {name: rng.uniform(0.1, 0.9, size=(4, sl.stop - sl.start)) for name, sl in layout.slices.items()}
+    rows["val_loss"][2] = np.nan  # a diverged run: reported at the cap
+    batch = layout.build(rows, rows=4)
+    assert batch.shape == (4, layout.size) and batch.dtype == np.float32
+    for i in range(4):
+        one = layout.build({name: v[i] for name, v in rows.items()})
+        np.testing.assert_array_equal(one, batch[i])  # N rows are N single observations
+        for name, v in rows.items():
+            want = LOSS_CAP if name == "val_loss" and i == 2 else v[i]
+            np.testing.assert_allclose(layout.get(one, name), np.minimum(want, layout.high[layout.slices[name]]),
+                                       rtol=1e-6, err_msg=name)
+    shared = layout.build({**rows, "progress": 0.5}, rows=4)  # one value for every row
+    np.testing.assert_allclose(layout.get(shared, "progress"), 0.5)
+    with pytest.raises(ValueError, match=r"components \['quantity'\] missing"):
+        layout.build({k: v for k, v in rows.items() if k != "quantity"}, rows=4)

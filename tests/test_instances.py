@@ -143,3 +143,13 @@ def test_family_settings_are_checked() -> None:
     assert b.modalities["b"].shape[1] == a.modalities["b"].shape[1] + 16
     with pytest.raises(ValueError, match="shortcut_modality must index a modality"):
         make_synthetic("shortcut", seed=0, shortcut_modality=2)
+
+
+def test_every_family_has_its_own_fixed_id() -> None:
+    """A set's seeds come from its family's id: ids are given once, so adding a family moves no other's
+    instances (the published tables name them)."""
+    from dus_gym.instances import _FAMILY_IDS
+
+    assert set(FAMILIES) <= set(_FAMILY_IDS)
+    assert len(set(_FAMILY_IDS.values())) == len(_FAMILY_IDS)
+    assert [_FAMILY_IDS[f] for f in list(FAMILIES)[:10]] == list(range(10))  # the order before ids were fixed

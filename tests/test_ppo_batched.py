@@ -97,3 +97,29 @@ def test_learning_curves_bin_every_seeds_episodes(tmp_path: Path, capsys: pytest
     assert out.stat().st_size > 0 and "both (2 seeds)" in capsys.readouterr().out
     with pytest.raises(UsageError, match="no folder matches"):
         learning_curves.main(learning_curves.Args(runs=[f"none={tmp_path}/nothing*"]))
+
+
+def test_its_run_folder_is_a_policy_every_tool_loads(tmp_path: Path) -> None:
+    import gymnasium as gym
+
+    from dus_gym import make_policy
+    from dus_gym.agent_io import ActorCritic, read_run_config
+
+    run_dir = _train(tmp_path)
+    assert read_run_config(run_dir)["algo"] == "ppo_batched"
+    env = gym.make("DUS-v0", **json.loads(TINY))
+    policy = make_policy(str(run_dir), env)
+    obs, _ = env.reset(seed=0)
+    action, _ = policy.predict(obs, deterministic=True)
+    # the most probable level of each modality of the saved actor
+    net = ActorCritic(obs.shape[0], 2, int(env.action_space.nvec[0]))
+    net.load_state_dict(torch.load(run_dir / "agent.pt", weights_only=True))
+    logits = net.actor(torch.as_tensor(obs[None])).view(2, -1)
+    assert action.tolist() == logits.argmax(-1).tolist()
+    assert env.action_space.contains(action)
+    batch, _ = policy.predict(np.stack([obs, obs]), deterministic=False)
+    assert batch.shape == (2, 2)
+    other = gym.make("DUS-v0", dataset="synthetic:tiny", views=None, n_steps=3,
+                     dataset_kwargs={"dims": [8, 6, 5], "signal": [3.0, 1.5, 1.0], "names": ["a", "b", "c"]})
+    with pytest.raises(ValueError, match=r"maps .* observations to .* action logits"):
+        make_policy(str(run_dir), other)

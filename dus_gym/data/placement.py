@@ -13,13 +13,37 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["PLACEMENTS", "HostResident", "channel_stats", "fits_on_device"]
+__all__ = ["PLACEMENTS", "STD_FLOOR", "HostResident", "channel_stats", "fits_on_device", "standardisation"]
 
 PLACEMENTS = ("auto", "device", "host")
 DEVICE_FRACTION = 0.4
 """``"auto"`` caches data on a CUDA device when it takes at most this share of
 the free device memory: standardising makes a transient copy, and the model
 and its activations need the rest."""
+STD_FLOOR = 1e-6
+"""standardisation divides by at least this: a constant feature becomes 0, not NaN"""
+
+
+def _stat_dims(x: torch.Tensor) -> list[int]:
+    """The axes a statistic runs over: all but the last (vectors, sequences) or all but axis 1 (images)."""
+    return [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
+
+
+def standardisation(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation (unbiased, at least :data:`STD_FLOOR`) of ``x[rows]``
+    per feature (vectors, sequences: last axis) or per channel (images: axis 1),
+    shaped ``(1, ...)`` to broadcast against ``x``; ``(x - mean) / std`` is the
+    standardised data (docs/method.md section 6).
+
+    The one formula of a run's standardisation, for data held in memory: a
+    single run (:class:`~dus_gym.run.TrainingRun`) and each run of a batch
+    (:class:`~dus_gym.batched.BatchedTrainingRun`) call it on their training
+    rows. :func:`channel_stats` is the same statistic accumulated in chunks,
+    for data too large to gather at once.
+    """
+    ref = x[rows]
+    dims = _stat_dims(x)
+    return ref.mean(dim=dims, keepdim=True), ref.std(dim=dims, keepdim=True).clamp(min=STD_FLOOR)
 
 
 def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
@@ -35,14 +59,13 @@ def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
 def channel_stats(
     x: torch.Tensor, rows: torch.Tensor, chunk: int = 4096
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and standard deviation (unbiased, clamped at 1e-6) of ``x[rows]``
-    per feature (vectors, sequences: last axis) or per channel (images: axis 1),
+    """:func:`standardisation`'s mean and standard deviation of ``x[rows]``,
     shaped to broadcast against ``x``'s rows; float32.
 
     Accumulated in float64 over chunks of ``chunk`` rows, so only one chunk of
     a memory-mapped array is in memory at a time.
     """
-    dims = [0, 2, 3] if x.ndim == 4 else list(range(x.ndim - 1))
+    dims = _stat_dims(x)
     rows = rows.cpu()
     total = torch.zeros((), dtype=torch.float64)
     s1: torch.Tensor | None = None
@@ -59,7 +82,7 @@ def channel_stats(
         raise ValueError(f"channel_stats: need at least two training values per channel, got {int(total)}")
     mean = s1 / total
     var = ((s2 - total * mean.square()) / (total - 1)).clamp(min=0)
-    return mean.float(), var.sqrt().float().clamp(min=1e-6)
+    return mean.float(), var.sqrt().float().clamp(min=STD_FLOOR)
 
 
 class HostResident:

@@ -106,6 +106,19 @@ PRESETS: dict[str, SyntheticConfig] = {
     # Both modalities strong and clean: every sampling policy reaches the same
     # accuracy, so a sampler that acts here only risks losing.
     "redundant": SyntheticConfig(dims=(64, 32), signal=(4.0, 4.0), names=("a", "b")),
+    # Families where the best decision changes during the run (docs/agents.md, "When does learning
+    # pay?"): on both, schedules that switch the ratio once or twice beat every constant ratio and
+    # the rules by several points (benchmarks.ceiling), so a sampler that adapts has room to win.
+    # A strong honest signal and a weaker training-only shortcut on A, a smaller training set: e.g.
+    # B first, then A, beats uniform, gap and any constant ratio.
+    "shortcut_switch": SyntheticConfig(
+        dims=(64, 32), signal=(3.0, 2.0), names=("a", "b"), shortcut_rho=0.8, n_train=1000,
+    ),
+    # Memorization with a strong A (it alone beats B) in 1000 noisy dimensions: A is worth most of
+    # the samples for a while, then it memorises.
+    "memorization_switch": SyntheticConfig(
+        dims=(1000, 8), signal=(5.0, 2.0), noise=1.0, names=("a", "b"), n_train=300, n_val=1000, n_test=1000,
+    ),
     # Small and fast, for tests.
     "tiny": SyntheticConfig(
         num_classes=4, dims=(8, 6), signal=(3.0, 1.5), names=("a", "b"),

@@ -14,6 +14,7 @@ from gymnasium import spaces
 
 from dus_gym.budget import QuantityRule
 from dus_gym.data import DatasetSource, MultimodalDataset
+from dus_gym.envs.observation import LOSS_CAP, ObservationLayout, step_info
 from dus_gym.instances import draw_instance, resolve_instances
 from dus_gym.methods import make_method
 from dus_gym.run import EPISODE_STEPS, Evaluation, RunConfig, StepReport, TrainingRun, resolve_device
@@ -21,62 +22,6 @@ from dus_gym.run import EPISODE_STEPS, Evaluation, RunConfig, StepReport, Traini
 __all__ = ["DUSEnv", "EPISODE_STEPS", "LOSS_CAP", "ObservationLayout", "REWARD_METRICS"]
 
 REWARD_METRICS = ("accuracy", "f1", "loss")
-LOSS_CAP = 10.0
-"""Losses (nats) in the observation are clipped to [0, LOSS_CAP], trends to +-LOSS_CAP."""
-
-
-class ObservationLayout:
-    """Where each component sits in the observation vector, and its bounds.
-
-    Per-modality blocks come first (M entries each, in modality order), then
-    the three global entries, then the previous action's quantities.
-    """
-
-    PER_MODALITY = ("score", "last_score", "discrepancy", "train_loss", "loss_trend", "val_branch_accuracy")
-    GLOBAL = ("val_accuracy", "val_loss", "progress")
-
-    def __init__(self, modalities: Sequence[str], max_quantity: float) -> None:
-        self.modalities = list(modalities)
-        m = len(self.modalities)
-        bounds = {
-            "score": (0.0, 1.0),
-            "last_score": (0.0, 1.0),
-            "discrepancy": (-1.0, 1.0),
-            "train_loss": (0.0, LOSS_CAP),
-            "loss_trend": (-LOSS_CAP, LOSS_CAP),
-            "val_branch_accuracy": (0.0, 1.0),
-            "val_accuracy": (0.0, 1.0),
-            "val_loss": (0.0, LOSS_CAP),
-            "progress": (0.0, 1.0),
-            "quantity": (0.0, max_quantity),
-        }
-        self.slices: dict[str, slice] = {}
-        low: list[float] = []
-        high: list[float] = []
-        for name, width in [(n, m) for n in self.PER_MODALITY] + [(n, 1) for n in self.GLOBAL] + [("quantity", m)]:
-            self.slices[name] = slice(len(low), len(low) + width)
-            low += [bounds[name][0]] * width
-            high += [bounds[name][1]] * width
-        self.low = np.asarray(low, dtype=np.float32)
-        self.high = np.asarray(high, dtype=np.float32)
-
-    @property
-    def size(self) -> int:
-        return len(self.low)
-
-    def get(self, obs: np.ndarray, name: str) -> np.ndarray:
-        """Component ``name`` of an observation (or of a batch, along the last axis)."""
-        return np.asarray(obs)[..., self.slices[name]]
-
-    def describe(self) -> list[tuple[int, str, float, float]]:
-        """Rows ``(index, meaning, min, max)``, one per entry."""
-        rows = []
-        for name, sl in self.slices.items():
-            for k in range(sl.start, sl.stop):
-                label = name if sl.stop - sl.start == 1 else f"{name}[{self.modalities[k - sl.start]}]"
-                rows.append((k, label, float(self.low[k]), float(self.high[k])))
-        return rows
-
 
 class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     """
@@ -190,7 +135,8 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ``info["test"]``: ``accuracy``, ``macro_f1`` (float in [0, 1]), ``loss``
     (float, nats), ``branch_accuracy`` and ``probe_accuracy`` (dict: modality
-    name -> float in [0, 1]; NaN probe for a diverged encoder).
+    name -> float in [0, 1]; NaN probe for a diverged encoder; absent with
+    ``test_probe=False``).
 
     ## Arguments
 
@@ -218,6 +164,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     | device | str | "auto" | "auto", "cpu", "cuda", ...; checked at construction |
     | run_config | dict | {} | any other :class:`~dus_gym.run.RunConfig` field, e.g. {"threads": 2} |
     | instances | str, list or None | None | set each reset draws from: "train", "eval", "shortcut:eval", a list |
+    | test_probe | bool | True | fit the linear probes of `info["test"]`; False skips them (see below) |
 
     ```python
     import gymnasium as gym
@@ -231,7 +178,29 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     small models (``RunConfig.threads="auto"``; your own setting is restored
     after each call); ``run_config={"threads": None}`` keeps torch's.
     ``DUSEnv(config_dict)`` is ``DUSEnv(**config_dict)``, as Ray RLlib calls
-    an env class with its ``env_config``.
+    an env class with its ``env_config``. ``test_probe=False`` serves a
+    schedule search that reads only the fused accuracy: the probes cost about
+    40% of a synthetic episode.
+
+    ## Driving it from outside: the episode interface
+
+    :class:`~dus_gym.envs.vector.DUSVectorEnv` runs N of these envs over one
+    batched training run. It keeps each sub-env's episode logic (instances,
+    action checks, observations, rewards, infos, episode end) here and only
+    replaces the training run, through five public members; ``reset`` and
+    ``step`` are exactly these around a :class:`~dus_gym.run.TrainingRun`:
+
+    - ``data = env.begin_episode(seed, options)``: seed ``np_random``, draw
+      the instance (:attr:`instance`) and return its dataset;
+    - ``obs, info = env.first_observation(evaluation, iterations_per_epoch)``:
+      the reset's observation from the untrained model's validation metrics;
+    - ``counts = env.quantities(action)``: check the action and map it to
+      per-modality counts (docs/method.md section 3);
+    - ``env.iterations``: training iterations of this episode's steps;
+    - ``obs, reward, terminated, truncated, info = env.finish_step(counts,
+      report, test_metrics)``: a step from the run's
+      :class:`~dus_gym.run.StepReport`; ``test_metrics()`` is called at
+      truncation for ``info["test"]``.
 
     ## Version History
 
@@ -268,6 +237,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         run_config: Mapping[str, Any] | None = None,
         instances: str | Sequence[Mapping[str, Any]] | None = None,
         method_kwargs: Mapping[str, Any] | None = None,
+        test_probe: bool = True,
     ) -> None:
         if isinstance(dataset, Mapping):
             # Ray RLlib builds an env class from one config mapping (its EnvContext):
@@ -298,6 +268,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self.n_steps = int(n_steps)
         self.iterations_per_step = iterations_per_step
         self.reward_metric = reward_metric
+        self.test_probe = bool(test_probe)
         self.sample_cost = sample_cost
         self.divergence_penalty = divergence_penalty
         self.layout = ObservationLayout(self.modalities, self.rule.n_max / B)
@@ -347,29 +318,29 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        data = self._new_episode(seed, options)
+        data = self.begin_episode(seed, options)
         inst = self.instance
         self.run = TrainingRun(data, self.config, inst["split_seed"], inst["init_seed"], inst["sample_seed"])
-        return self._first_observation(self.run.evaluate("val"), self.run.iterations_per_epoch)
+        return self.first_observation(self.run.evaluate("val"), self.run.iterations_per_epoch)
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.run is None or self._ended is not None:
             why = "before reset()" if self.run is None else f"after the episode ended ({self._ended})"
             raise RuntimeError(f"DUSEnv.step() called {why}; call reset() to start an episode")
-        counts = self.rule.quantities(self._check_action(action))
-        return self._after_step(counts, self.run.step(counts, self._iterations), self.test_metrics)
+        counts = self.quantities(action)
+        return self.finish_step(counts, self.run.step(counts, self._iterations), self.test_metrics)
 
-    # The three halves of reset() and step() around the training run; the
-    # batched vector env (dus_gym.envs.vector) calls them for each sub-env
-    # with a slot of its batched run in place of self.run.
+    # The episode interface (the class docstring's "Driving it from outside"): reset() and
+    # step() around the training run, which the batched vector env (dus_gym.envs.vector)
+    # calls for each sub-env with a slot of its batched run in place of self.run.
 
-    def _new_episode(self, seed: int | None, options: Mapping[str, Any] | None) -> MultimodalDataset:
+    def begin_episode(self, seed: int | None, options: Mapping[str, Any] | None) -> MultimodalDataset:
         """Seed ``np_random`` (as ``gym.Env.reset``), draw the instance, and return its data."""
         super().reset(seed=seed)
         self.instance = draw_instance(self.np_random, self.data_seed, self.instances, (options or {}).get("instance"))
         return self.source.load(self.instance["data_seed"], self.instance.get("dataset_kwargs"))
 
-    def _first_observation(
+    def first_observation(
         self, evaluation: Evaluation, iterations_per_epoch: int
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """The reset's observation and info, from the untrained model's validation metrics."""
@@ -384,7 +355,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         obs = self._observation(zeros, zeros, zeros, zeros, zeros)
         return obs, self._info(self._prev_counts, zeros, zeros, zeros, 0.0, zeros, finite=True)
 
-    def _after_step(
+    def finish_step(
         self, counts: np.ndarray, report: StepReport, test_metrics: Callable[[], dict[str, Any]]
     ) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """Observation, reward, termination, truncation and info of a step the run reported."""
@@ -413,6 +384,15 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
             report.scores, report.last_scores, report.discrepancy, report.branch_loss, report.branch_loss_trend
         )
         return obs, float(reward), not report.finite, truncated and report.finite, info
+
+    @property
+    def iterations(self) -> int:
+        """Training iterations per step of the current episode (set by :meth:`first_observation`)."""
+        return self._iterations
+
+    def quantities(self, action: Any) -> np.ndarray:
+        """The per-modality counts ``(M,)`` of an action, checked (a ValueError names a bad one)."""
+        return self.rule.quantities(self._check_action(action))
 
     def get_state(self) -> dict[str, Any]:
         """A snapshot of the episode: the run (model, optimizer, monitor, method,
@@ -466,7 +446,7 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         (:meth:`TrainingRun.report`; what the last step's ``info["test"]`` holds)."""
         if self.run is None:
             raise RuntimeError("DUSEnv.test_metrics() called before reset()")
-        return self.run.report("test")
+        return self.run.report("test", probe=self.test_probe)
 
     # -- helpers ----------------------------------------------------------------
 
@@ -478,44 +458,17 @@ class DUSEnv(gym.Env[np.ndarray, np.ndarray]):
         self, counts: np.ndarray, S: np.ndarray, s: np.ndarray, d: np.ndarray, train_loss: float,
         branch_loss: np.ndarray, finite: bool,
     ) -> dict[str, Any]:
-        """The keys every reset and step info has (the class docstring's table), as NumPy values.
-
-        NumPy scalars have the ``dtype`` TorchRL's info reader asks for, and
-        the same keys come at reset as at each step, so that libraries which
-        build an info spec from the first info (TorchRL) read every later one.
-        No dict: TorchRL cannot read one (the episode's seeds are
-        :attr:`instance`).
-        """
-        ev = self._evaluation
-        return {
-            "step": np.int64(self._step),
-            "quantities": np.array(counts, dtype=np.int64),
-            "scores": np.array(S, dtype=np.float64),
-            "last_scores": np.array(s, dtype=np.float64),
-            "discrepancy": np.array(d, dtype=np.float64),
-            "train_loss": np.float64(train_loss),
-            "branch_train_loss": np.array(branch_loss, dtype=np.float64),
-            # A 0-d array, not np.bool_: Gymnasium batches NumPy numbers and arrays, and np.bool_ is neither.
-            "diverged": np.asarray(not finite),
-            "val_accuracy": np.float64(ev.accuracy),
-            "val_macro_f1": np.float64(ev.macro_f1),
-            "val_loss": np.float64(ev.loss),
-            "val_branch_accuracy": np.array(ev.branch_accuracy, dtype=np.float64),
-        }
+        return step_info(self._step, self._evaluation, counts, S, s, d, train_loss, branch_loss, finite)
 
     def _observation(
         self, S: np.ndarray, s: np.ndarray, d: np.ndarray, branch_loss: np.ndarray, trend: np.ndarray
     ) -> np.ndarray:
         ev = self._evaluation
-        parts = [
-            S, s, d, branch_loss, trend, ev.branch_accuracy,
-            [ev.accuracy, ev.loss, self._step / self.n_steps],
-            self._prev_counts / self.config.base_batch,
-        ]
-        obs = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in parts])
-        # A diverged run has NaN losses: report them at the cap, inside the space.
-        obs = np.nan_to_num(obs, nan=LOSS_CAP, posinf=LOSS_CAP, neginf=-LOSS_CAP)
-        return np.clip(obs, self.layout.low, self.layout.high).astype(np.float32)
+        return self.layout.build({
+            "score": S, "last_score": s, "discrepancy": d, "train_loss": branch_loss, "loss_trend": trend,
+            "val_branch_accuracy": ev.branch_accuracy, "val_accuracy": ev.accuracy, "val_loss": ev.loss,
+            "progress": self._step / self.n_steps, "quantity": self._prev_counts / self.config.base_batch,
+        })
 
     def _check_action(self, action: Any) -> np.ndarray:
         a = np.asarray(action)

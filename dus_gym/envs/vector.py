@@ -139,7 +139,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         mask = self._reset_mask(options.pop("reset_mask", None))
         seeds = self._seeds(seed)
         which = np.flatnonzero(mask)
-        data = {int(i): self.envs[i]._new_episode(seeds[i], self._sub_options(options or None, int(i))) for i in which}
+        data = {int(i): self.envs[i].begin_episode(seeds[i], self._sub_options(options or None, int(i))) for i in which}
         if self.batch is None or self.batch.num_runs != self.num_envs:
             if not mask.all():
                 raise RuntimeError("DUSVectorEnv.reset: reset every sub-env once before resetting some (reset_mask)")
@@ -175,7 +175,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             )
         # NEXT_STEP: the sub-envs that ended at the last step start anew and sit this step out.
         resetting = [int(i) for i in np.flatnonzero(self._ended)]
-        new_data = {i: self.envs[i]._new_episode(None, None) for i in resetting}
+        new_data = {i: self.envs[i].begin_episode(None, None) for i in resetting}
         for i, d in new_data.items():
             batch.reset_run(i, d, self.envs[i].instance)
         steps = self._train(batch, actions, resetting)
@@ -190,11 +190,13 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
                 infos = self._add_info(infos, st.info, i)
                 continue
             self.final_observations[i] = st.obs
-            self.final_tests[i] = st.info["test"] if "test" in st.info else batch.report(i, "test")
+            self.final_tests[i] = (
+                st.info["test"] if "test" in st.info else batch.report(i, "test", self.envs[i].test_probe)
+            )
             self._ended[i] = True
             if self.autoreset_mode == AutoresetMode.SAME_STEP:
                 infos = self._add_info(infos, {"final_obs": st.obs, "final_info": st.info}, i)
-                batch.reset_run(i, self.envs[i]._new_episode(None, None), self.envs[i].instance)
+                batch.reset_run(i, self.envs[i].begin_episode(None, None), self.envs[i].instance)
                 resetting.append(i)
             else:
                 infos = self._add_info(infos, st.info, i)
@@ -219,14 +221,14 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
             return {}
         uniform = self.envs[0].rule.quantities(self.envs[0].rule.uniform_action)
         counts = np.stack([self._counts(i, actions[i]) if i in active else uniform for i in range(self.num_envs)])
-        iterations = {self.envs[i]._iterations for i in active}
+        iterations = {self.envs[i].iterations for i in active}
         if len(iterations) != 1:  # pragma: no cover - every sub-env shares iterations_per_step and the split sizes
             raise RuntimeError(f"DUSVectorEnv: sub-envs disagree on iterations per step {sorted(iterations)}")
         reports = batch.step(counts, iterations.pop())
         steps = {}
         for i in active:
-            obs, reward, term, trunc, info = self.envs[i]._after_step(
-                counts[i], reports[i], lambda i=i: batch.report(i, "test")  # type: ignore[misc]
+            obs, reward, term, trunc, info = self.envs[i].finish_step(
+                counts[i], reports[i], lambda i=i: batch.report(i, "test", self.envs[i].test_probe)  # type: ignore[misc]
             )
             steps[i] = _Step(obs, reward, term, trunc, info)
         return steps
@@ -239,7 +241,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         evaluations = self.batch.evaluate("val")
         out = {}
         for i in which:
-            obs, info = self.envs[i]._first_observation(evaluations[i], self.batch.iterations_per_epoch)
+            obs, info = self.envs[i].first_observation(evaluations[i], self.batch.iterations_per_epoch)
             self.reset_infos[i] = info
             out[i] = (obs, info)
         return out
@@ -273,7 +275,7 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     def _counts(self, i: int, action: Any) -> np.ndarray:
         env = self.envs[i]
         try:
-            return env.rule.quantities(env._check_action(action))
+            return env.quantities(action)
         except ValueError as err:
             raise ValueError(f"sub-env {i}: {err}") from None
 
@@ -291,4 +293,4 @@ class DUSVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         """Sub-env i's current test metrics with linear probes (what its last ``info["test"]`` holds)."""
         if self.batch is None:
             raise RuntimeError("DUSVectorEnv.test_metrics() called before reset()")
-        return self.batch.report(i, "test")
+        return self.batch.report(i, "test", self.envs[i].test_probe)

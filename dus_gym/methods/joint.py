@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch.nn import functional as F
 
-from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext
+from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext, normalised_loss
 
 __all__ = ["JointMethod"]
 
@@ -47,12 +46,7 @@ class JointMethod(Method):
                 base = torch.zeros(P, logits.shape[1], device=logits.device) if fused is None else fused
                 fused = base.index_add(0, rows, logits)
         assert fused is not None
-        if P == ctx.base_batch:
-            # sum / B over B rows is the mean, which cross_entropy computes as exactly that
-            # division (forward and backward, bit for bit) in one op fewer
-            loss = F.cross_entropy(fused, y)
-        else:
-            loss = F.cross_entropy(fused, y, reduction="sum") / ctx.base_batch
+        loss = normalised_loss(fused, y, ctx.base_batch)
         ctx.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.modulate_gradients(ctx, batches)
@@ -69,4 +63,4 @@ class JointMethod(Method):
         """
 
     def fuse(self, branch_logits: torch.Tensor) -> torch.Tensor:
-        return branch_logits.sum(dim=0)
+        return branch_logits.sum(dim=-3)

@@ -6,9 +6,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext
+from dus_gym.methods.base import Batch, IterationResult, Method, TrainContext, normalised_loss
 
 __all__ = ["MLAMethod"]
 
@@ -80,7 +79,7 @@ class MLAMethod(Method):
             head = ctx.model.head(j)
             features = ctx.model.features(j, ctx.inputs[j][idx])
             logits = head(features)
-            loss = F.cross_entropy(logits, y, reduction="sum") / ctx.base_batch
+            loss = normalised_loss(logits, y, ctx.base_batch)
             ctx.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if self.projection:
@@ -124,6 +123,6 @@ class MLAMethod(Method):
 
     def fuse(self, branch_logits: torch.Tensor) -> torch.Tensor:
         log_p = torch.log_softmax(branch_logits, dim=-1)
-        entropy = -(log_p.exp() * log_p).sum(dim=-1)  # (M, N)
-        weights = torch.softmax(-entropy, dim=0)  # over modalities, per example
-        return (weights[..., None] * branch_logits).sum(dim=0)
+        entropy = -(log_p.exp() * log_p).sum(dim=-1)  # (..., M, n)
+        weights = torch.softmax(-entropy, dim=-2)  # over modalities, per example
+        return (weights[..., None] * branch_logits).sum(dim=-3)

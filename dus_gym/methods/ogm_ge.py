@@ -42,7 +42,7 @@ import torch
 from dus_gym.methods.base import Batch, TrainContext, branch_stats
 from dus_gym.methods.joint import JointMethod
 
-__all__ = ["OGMGEMethod", "ogm_coefficients"]
+__all__ = ["OGMGEMethod", "modulate_encoder_gradients", "ogm_coefficients"]
 
 
 def ogm_coefficients(score: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -66,6 +66,36 @@ def ogm_coefficients(score: torch.Tensor, alpha: float) -> torch.Tensor:
     ratio = score / others.clamp(min=1e-12)
     damped = 1.0 - torch.tanh(alpha * (ratio - 1.0))
     return torch.where(ratio > 1.0, damped, torch.ones_like(ratio))
+
+
+def modulate_encoder_gradients(
+    encoder_grads: Sequence[Sequence[torch.Tensor]],
+    coeff: torch.Tensor,
+    noise: bool,
+    generators: Sequence[torch.Generator],
+) -> None:
+    """OGM-GE's modulation of the encoders' gradients, in place, for N runs (a single run: N = 1).
+
+    Args:
+        encoder_grads: per modality j, the gradients of encoder j's parameters
+            in parameter order, each ``(N, ...)`` with a leading run axis (a
+            single run passes views ``p.grad[None]``).
+        coeff: ``(N, M)`` coefficients ``k_j`` of :func:`ogm_coefficients`.
+        noise: add the GE noise ``N(0, std(g)^2)``, ``std`` of each run's
+            unmodulated gradient (none for a one-element tensor).
+        generators: one per run; run i's noise is drawn from its own, one
+            parameter after the other, as a single run draws it.
+    """
+    n = coeff.shape[0]
+    for j, grads in enumerate(encoder_grads):
+        for g in grads:
+            per_run = g.reshape(n, -1)
+            std = per_run.std(dim=1) if noise and per_run.shape[1] > 1 else None
+            g.mul_(coeff[:, j].to(g.dtype).view(-1, *([1] * (g.ndim - 1))))
+            if std is not None:
+                for i in range(n):
+                    eps = torch.randn(g.shape[1:], generator=generators[i], device=g.device, dtype=g.dtype)
+                    g[i].add_(eps * std[i])
 
 
 class OGMGEMethod(JointMethod):
@@ -98,13 +128,5 @@ class OGMGEMethod(JointMethod):
             score = branch_stats(batches)[1]
         coeff = ogm_coefficients(score, self.alpha)
         self.last_coefficients = coeff
-        for j, encoder in enumerate(ctx.model.encoders):
-            for p in encoder.parameters():
-                if p.grad is None:
-                    continue
-                g = p.grad
-                std = g.std() if self.noise and g.numel() > 1 else None
-                g.mul_(coeff[j].to(g.dtype))
-                if std is not None:
-                    noise = torch.randn(g.shape, generator=ctx.generator, device=g.device, dtype=g.dtype)
-                    g.add_(noise * std)
+        grads = [[p.grad[None] for p in encoder.parameters() if p.grad is not None] for encoder in ctx.model.encoders]
+        modulate_encoder_gradients(grads, coeff[None], self.noise, [ctx.generator])
