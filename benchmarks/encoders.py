@@ -4,6 +4,7 @@
     python -m benchmarks.encoders --seeds 5
     python -m benchmarks.encoders --diagnose     # why the earlier small CNN failed on spectrograms
     python -m benchmarks.encoders --speakers     # avdigits audio, each FSDD speaker held out in turn
+    python -m benchmarks.encoders --only avmnist --seeds 10   # the rows whose name contains "avmnist"
 
 Prints markdown tables (docs/benchmarks.md, "Encoders", keeps them): per
 modality and model, training and test accuracy (%, mean +- std over seeds)
@@ -78,11 +79,12 @@ def standardise(x: torch.Tensor, train: torch.Tensor, per: str = "run") -> torch
 
 def tasks() -> list[Task]:
     av = load_dataset("avdigits")
+    avm = load_dataset("avmnist")
     digits = load_dataset("digits", ["pix_image", "zer"])
     d_split = torch.zeros(len(digits), dtype=torch.long)
     sp = digits.splits(0)  # the run's split of split_seed 0: stratified 60/20/20
     d_split[sp.val], d_split[sp.test] = 1, 2
-    assert av.split is not None
+    assert av.split is not None and avm.split is not None
     audio = av.modalities["audio"]
     return [
         Task("avdigits audio (1, 40, 32)", audio, av.labels, av.split),
@@ -91,6 +93,8 @@ def tasks() -> list[Task]:
         Task("avdigits image (1, 8, 8)", av.modalities["image"], av.labels, av.split),
         Task("digits pix_image (1, 16, 15)", digits.modalities["pix_image"], digits.labels, d_split),
         Task("digits zer (47,)", digits.modalities["zer"], digits.labels, d_split),
+        Task("avmnist audio (1, 40, 32)", avm.modalities["audio"], avm.labels, avm.split),
+        Task("avmnist image (4,) PCA coefficients", avm.modalities["image"], avm.labels, avm.split),
     ]
 
 
@@ -173,11 +177,13 @@ def _row(label: str, model: str, runs: list[dict[str, float]], verdict: str = ""
 HEADER = "| modality | model | train % | test % | s / epoch | |\n|---|---|---|---|---|---|"
 
 
-def table(seeds: int, with_resnet: bool) -> None:
+def table(seeds: int, with_resnet: bool, only: str = "") -> None:
     print(f"Each default encoder alone, {EPOCHS} epochs, {seeds} seeds (mean +- std); "
           "logreg: one fit (deterministic), its s / epoch is the whole fit\n")
     print(HEADER)
     for task in tasks():
+        if only not in task.name:
+            continue
         shape = tuple(task.x.shape[1:])
         default = make_encoder(shape)
         kind = type(default).__name__
@@ -282,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resnet18", action="store_true", help="also ResNet-18 on image-shaped modalities (slow)")
     parser.add_argument("--diagnose", action="store_true", help="the earlier CNN's failure, one suspect at a time")
     parser.add_argument("--speakers", action="store_true", help="avdigits audio, each speaker held out in turn")
+    parser.add_argument("--only", default="", help="the table's rows whose modality name contains this text")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds {args.seeds}: expected at least 1")
@@ -291,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.speakers:
         speakers(args.seeds)
     else:
-        table(args.seeds, args.resnet18)
+        table(args.seeds, args.resnet18, args.only)
     return 0
 
 

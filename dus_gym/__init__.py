@@ -5,7 +5,9 @@ Importing the package registers the environment ids:
 - ``DUS-v0``: the built-in UCI Multiple Features digits (views pix and zer);
 - ``DUS-Synthetic-v0``: the synthetic shortcut family (docs/method.md section 7);
 - ``DUS-AVDigits-v0``: the built-in audio-visual digits, spoken (FSDD log-mels)
-  and handwritten (8 x 8 optical digits), with speaker-disjoint validation and test splits.
+  and handwritten (8 x 8 optical digits), with speaker-disjoint validation and test splits;
+- ``DUS-AVMNIST-v0``: the built-in AV-MNIST, the same spoken digits paired with MNIST
+  digits reduced to 4 PCA coefficients (25% of their variance), the same split.
 
 The training run (:mod:`dus_gym.run`), the monitor, the budget, the heuristic
 and the methods need neither the env nor the policies: those load on first
@@ -95,11 +97,11 @@ def __dir__() -> list[str]:
 # torch thread each, which is also what N envs in parallel want.
 os.register_at_fork(after_in_child=lambda: torch.set_num_threads(1))
 
-ENV_IDS = ("DUS-v0", "DUS-Synthetic-v0", "DUS-AVDigits-v0")
+ENV_IDS = ("DUS-v0", "DUS-Synthetic-v0", "DUS-AVDigits-v0", "DUS-AVMNIST-v0")
 
 # No max_episode_steps: the env ends its own episodes after n_steps (with the
 # test metrics), so gym.make(id, n_steps=40) is a 40-step episode.
-for _env_id, _dataset in zip(ENV_IDS, ("digits", "synthetic:shortcut", "avdigits"), strict=True):
+for _env_id, _dataset in zip(ENV_IDS, ("digits", "synthetic:shortcut", "avdigits", "avmnist"), strict=True):
     if _env_id not in registry:
         register(
             id=_env_id,

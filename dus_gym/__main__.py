@@ -1,7 +1,9 @@
-"""The main job: built-in sampling policies on the built-in digits and the shortcut family.
+"""The main job: built-in sampling policies on every registered env id (the digits, the shortcut family,
+the audio-visual digits and AV-MNIST).
 
-    python -m dus_gym                 # a few minutes on 2 CPU cores
+    python -m dus_gym                 # about 8 minutes on 2 CPU cores
     python -m dus_gym --seeds 10 --policies uniform dus_h:2
+    python -m dus_gym --workers 1     # every episode in this process, one after the other
 
 Every policy meets the same instances (seed k gives the same split, model
 initialisation and batch order to each policy: the k-th instance of the
@@ -12,13 +14,22 @@ played on every env id, never trained on them), and the table reports fused test
 modality's branch accuracy and linear-probe accuracy, mean +- standard
 deviation over the seeds. A bad flag, policy or env id is one error line and
 exit status 2.
+
+The episodes run in ``--workers`` processes (default: two, or one on a
+one-core machine), each with one torch thread: an episode's record depends
+only on its env, policy and seed, so the table is the same with any number of
+workers (the records of one-thread CPU runs, bit for bit). A policy that draws
+(``random``) is seeded with its episode's seed, so its actions do not depend
+on which episodes the same process played before.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +48,7 @@ from dus_gym.agent_io import (
     read_run_config,
     setting_differences,
 )
-from dus_gym.evaluation import mean_std, run_episode
+from dus_gym.evaluation import episode_pool, mean_std, run_episode
 from dus_gym.instances import instance_set
 
 PROG = "python -m dus_gym"
@@ -53,7 +64,8 @@ GENERAL_LABEL = "general-ppo"
 @dataclass
 class Args:
     env_ids: list[str] = field(default_factory=lambda: list(dus_gym.ENV_IDS))
-    """environment ids: DUS-v0 (digits, views pix and zer) and DUS-Synthetic-v0 (shortcut family)"""
+    """environment ids: DUS-v0 (digits, views pix and zer), DUS-Synthetic-v0 (shortcut family),
+    DUS-AVDigits-v0 (spoken + 8 x 8 handwritten digits), DUS-AVMNIST-v0 (spoken + PCA-reduced MNIST digits)"""
     policies: list[str] = field(default_factory=lambda: ["uniform", "fixed:1,2", "fixed:2,1", "dus_h", "gap"])
     """built-in policies: uniform, random, fixed:W1,W2 (the first modality is the dominant one), dus_h[:LAM],
     gap[:MARGIN]"""
@@ -73,6 +85,9 @@ class Args:
     general_agent: str = DEFAULT_GENERAL_AGENT
     """agent trained across instance families, played on every env id of the job when its setting (episode
     length, method, ...) is the job's: pretrained:NAME or a run folder ('none' skips it)"""
+    workers: int = field(default_factory=lambda: min(2, os.cpu_count() or 1))
+    """processes playing episodes in parallel, one torch thread each (1: all in this process); the records
+    are the same with any number"""
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Args:
@@ -133,37 +148,73 @@ def main(argv: Sequence[str] | None = None) -> int:
 def play(args: Args) -> int:
     """Every (env, policy) cell on the same held-out instances, then the table (and ``--json-out``)."""
     torch.set_num_threads(1)  # small models: one thread is fastest and reproducible
+    if args.workers < 1:
+        raise cli.UsageError(f"--workers {args.workers}: expected at least 1")
     # Everything that can be misnamed is built before the first episode, so a typo costs no run.
     with cli.setting_up():
         # Every policy meets the same held-out instances (the 'eval' set): the agent never trained on them.
         held_out = instance_set("eval", args.seeds)
-        cells = []
+        cells: list[tuple[str, str, str]] = []  # (env id, label, policy spec)
         for env_id in args.env_ids:
             for spec in args.policies:
-                env = gym.make(env_id, **env_kwargs(args))
-                cells.append((env_id, spec, env, load_policy(spec, env, seed=0)))
+                load_policy(spec, gym.make(env_id, **env_kwargs(args)), seed=0)
+                cells.append((env_id, spec, spec))
         agents = [(AGENT_ENV, AGENT_LABEL, agent_spec(args))]
         agents += [(env_id, GENERAL_LABEL, general_agent_spec(args, env_id)) for env_id in args.env_ids]
         for env_id, label, agent in agents:
             if agent is None:
                 continue
-            env = gym.make(env_id, **env_kwargs(args))
+            load_policy(agent, gym.make(env_id, **env_kwargs(args)))
             last = max(k for k, cell in enumerate(cells) if cell[0] == env_id)
-            cells.insert(last + 1, (env_id, label, env, load_policy(agent, env)))
-    records: list[dict[str, Any]] = []
-    with tqdm(total=len(cells) * args.seeds, desc="episodes", unit="ep") as bar:
-        for env_id, label, env, policy in cells:
-            for seed in range(args.seeds):
-                bar.set_postfix_str(f"{env_id} {label} seed {seed}")
-                record = run_episode(env, policy, seed=seed, options={"instance": held_out[seed]})
-                records.append({"env_id": env_id, "policy": label, "seed": seed, **record})
+            cells.insert(last + 1, (env_id, label, agent))
+    episodes = [(env_id, spec, env_kwargs(args), seed, held_out[seed])
+                for env_id, _, spec in cells for seed in range(args.seeds)]
+    labels = [(env_id, label, seed) for env_id, label, _ in cells for seed in range(args.seeds)]
+    results: list[dict[str, Any] | None] = [None] * len(episodes)
+    with tqdm(total=len(episodes), desc="episodes", unit="ep") as bar:
+        if args.workers == 1:
+            for k, episode in enumerate(episodes):
+                bar.set_postfix_str(f"{episode[0]} {labels[k][1]} seed {episode[3]}")
+                results[k] = play_episode(*episode)
                 bar.update()
-            env.close()
+        else:
+            # Workers that end with this process, one torch thread each (dus_gym.evaluation.episode_pool).
+            with episode_pool(min(args.workers, len(episodes))) as pool:
+                futures = {pool.submit(play_episode, *episode): k for k, episode in enumerate(episodes)}
+                for future in as_completed(futures):
+                    k = futures[future]
+                    results[k] = future.result()
+                    bar.set_postfix_str(f"{labels[k][0]} {labels[k][1]} seed {labels[k][2]} done")
+                    bar.update()
+    records = [{"env_id": env_id, "policy": label, "seed": seed, **result}
+               for (env_id, label, seed), result in zip(labels, results) if result is not None]
     print_table(records)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(records, f, indent=1)
     return 0
+
+
+_PLAYERS: dict[tuple[str, str, str], tuple[gym.Env[Any, Any], Any]] = {}
+"""The env and policy of each (env id, policy spec, env kwargs) this process has played: built once."""
+
+
+def play_episode(env_id: str, spec: str, kwargs: dict[str, Any], seed: int, instance: Any) -> dict[str, Any]:
+    """One episode of ``spec`` on ``env_id`` from ``seed`` on the held-out ``instance`` (its record).
+
+    The env and a deterministic policy are built once per process and reused;
+    a ``random`` policy is seeded with ``seed``, so the record is the same
+    whichever process plays it and whatever it played before.
+    """
+    torch.set_num_threads(1)
+    key = (env_id, spec, json.dumps(kwargs, sort_keys=True))
+    if key not in _PLAYERS:
+        env = gym.make(env_id, **kwargs)
+        _PLAYERS[key] = (env, load_policy(spec, env, seed=0))
+    env, policy = _PLAYERS[key]
+    if spec.split(":")[0] == "random":
+        policy = load_policy(spec, env, seed=seed)
+    return run_episode(env, policy, seed=seed, options={"instance": instance})
 
 
 def print_table(records: list[dict[str, Any]]) -> None:

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,22 @@ def recordings(folder: Path) -> dict[tuple[int, str], list[Path]]:
     if missing:
         raise ValueError(f"{folder}: too few recordings for (digit, speaker) {missing[:3]}; expected 50 each")
     return found
+
+
+def save_shipped(
+    out: Path, name: str, modalities: dict[str, np.ndarray], y: np.ndarray, split: np.ndarray, ids: list[str],
+    extra: dict[str, Any],
+) -> None:
+    """Write a shipped data set: a bundle of ten classes ``"0"``-``"9"``, compressed, with no timestamps."""
+    classes = [str(c) for c in range(10)]
+    # save_bundle validates and writes a plain .npz; the shipped file is the same arrays compressed.
+    staging = out.with_name(f".{name}.staging.npz")
+    save_bundle(staging, modalities, y, classes, split=split, ids=ids, name=name, extra=extra)
+    meta = BundleMeta(name, list(modalities), classes, extra)
+    with np.load(staging) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != "meta"}
+    staging.unlink()
+    np.savez_compressed(out, meta=np.array(meta.to_json()), **arrays)
 
 
 def build(folder: Path, out: Path = OUT) -> Path:
@@ -140,15 +157,7 @@ def build(folder: Path, out: Path = OUT) -> Path:
         "train: the other four speakers' pairs",
         "pairing": f"within class, each image and recording once, seed {SEED}; ids '<recording>+optdigits:<row>'",
     }
-    # save_bundle validates and writes a plain .npz; the shipped file is the same arrays compressed.
-    staging = out.with_name(".avdigits.staging.npz")
-    save_bundle(staging, {"audio": audio, "image": image}, y, [str(c) for c in range(10)],
-                split=split, ids=ids, name="avdigits", extra=extra)
-    meta = BundleMeta("avdigits", ["audio", "image"], [str(c) for c in range(10)], extra)
-    with np.load(staging) as npz:
-        arrays = {k: npz[k] for k in npz.files if k != "meta"}
-    staging.unlink()
-    np.savez_compressed(out, meta=np.array(meta.to_json()), **arrays)
+    save_shipped(out, "avdigits", {"audio": audio, "image": image}, y, split, ids, extra)
     sizes = [int((split == k).sum()) for k in range(3)]
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB): audio {audio.shape}, image {image.shape}, "
           f"train/val/test {sizes}, per speaker {dict(zip(*np.unique(speakers, return_counts=True)))}")

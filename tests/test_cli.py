@@ -70,7 +70,7 @@ def test_main_job_main_exits_2_too(capsys: pytest.CaptureFixture[str]) -> None:
 def _train_cases(tmp: str) -> list[tuple[list[str], str]]:
     return [
         (["--nope"], "unrecognized arguments: --nope"),
-        (["--algo", "dqn"], "--algo 'dqn': expected one of ['ppo', 'a2c']"),
+        (["--algo", "dqn"], "--algo 'dqn': expected one of ['ppo', 'a2c', 'ppo_batched']"),
         (["--env-id", "DUS-v9"], "DUS"),
         (["--env-kwargs", "{bad"], "--env-kwargs: '{bad' is not valid JSON"),
         (["--hyperparams", "[1]"], "--hyperparams: '[1]' is a JSON array; expected an object"),

@@ -23,6 +23,23 @@ def test_main_job_prints_a_table_and_writes_records(tmp_path, capsys) -> None:
     assert all(r["steps"] == 2 and r["test"] is not None for r in records)
 
 
+def test_records_are_the_same_with_one_worker_or_two(tmp_path) -> None:
+    # Each episode depends only on its env, policy and seed (one torch thread), so the process that plays
+    # it changes nothing, not even for a policy that draws (seeded with its episode's seed).
+    records = []
+    for workers in (1, 2):
+        out = tmp_path / f"records{workers}.json"
+        code = main(["--env-ids", "DUS-Synthetic-v0", "DUS-AVMNIST-v0", "--policies", "random", "dus_h",
+                     "--seeds", "2", "--n-steps", "2", "--device", "cpu", "--agent", "none", "--general-agent",
+                     "none", "--workers", str(workers), "--json-out", str(out)])
+        assert code == 0
+        records.append(json.loads(out.read_text()))
+    assert [(r["env_id"], r["policy"], r["seed"]) for r in records[1]] == [
+        (e, p, s) for e in ("DUS-Synthetic-v0", "DUS-AVMNIST-v0") for p in ("random", "dus_h") for s in (0, 1)]
+    assert records[0] == records[1]
+    assert records[1][0]["quantities"] != records[1][1]["quantities"]  # random, seeds 0 and 1: other draws
+
+
 def test_every_flag_has_help() -> None:
     import contextlib
     import io
@@ -30,7 +47,8 @@ def test_every_flag_has_help() -> None:
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), contextlib.suppress(SystemExit):
         parse_args(["--help"])
-    for flag in ("--env-ids", "--policies", "--seeds", "--n-steps", "--method", "--device", "--json-out"):
+    for flag in ("--env-ids", "--policies", "--seeds", "--n-steps", "--method", "--device", "--json-out",
+                 "--workers"):
         assert flag in buf.getvalue()
     assert "(default: 5)" in buf.getvalue()
 

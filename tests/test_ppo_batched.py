@@ -121,5 +121,5 @@ def test_its_run_folder_is_a_policy_every_tool_loads(tmp_path: Path) -> None:
     assert batch.shape == (2, 2)
     other = gym.make("DUS-v0", dataset="synthetic:tiny", views=None, n_steps=3,
                      dataset_kwargs={"dims": [8, 6, 5], "signal": [3.0, 1.5, 1.0], "names": ["a", "b", "c"]})
-    with pytest.raises(ValueError, match="maps .* observations to .* action logits"):
+    with pytest.raises(ValueError, match=r"maps .* observations to .* action logits"):
         make_policy(str(run_dir), other)

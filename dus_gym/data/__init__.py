@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from dus_gym.data.avdigits import AVDIGITS_MODALITIES, load_avdigits
+from dus_gym.data.avmnist import AVMNIST_MODALITIES, load_avmnist
 from dus_gym.data.bundle import BundleError, load_bundle, read_bundle_meta, save_bundle
 from dus_gym.data.dataset import SPLIT_NAMES, MultimodalDataset, Splits, check_views, stratified_split
 from dus_gym.data.digits import DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, load_digits
@@ -14,6 +15,7 @@ from dus_gym.data.synthetic import PRESETS, SyntheticConfig, make_synthetic, res
 
 __all__ = [
     "AVDIGITS_MODALITIES",
+    "AVMNIST_MODALITIES",
     "BundleError",
     "DatasetSource",
     "DATASETS",
@@ -25,6 +27,7 @@ __all__ = [
     "Splits",
     "SyntheticConfig",
     "load_avdigits",
+    "load_avmnist",
     "load_bundle",
     "load_dataset",
     "load_digits",
@@ -35,11 +38,12 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("digits", "avdigits", "synthetic")
+DATASETS = ("digits", "avdigits", "avmnist", "synthetic")
 
 _BUILTIN: dict[str, tuple[Sequence[str], Sequence[str], str]] = {
     "digits": (DEFAULT_DIGIT_VIEWS, DIGIT_VIEWS, "view"),
     "avdigits": (AVDIGITS_MODALITIES, AVDIGITS_MODALITIES, "modality"),
+    "avmnist": (AVMNIST_MODALITIES, AVMNIST_MODALITIES, "modality"),
 }
 """The built-in data sets with fixed modalities: (default, valid names, what a name is called)."""
 
@@ -51,12 +55,14 @@ def load_dataset(
 
     Args:
         name: ``"digits"`` (built-in real data), ``"avdigits"`` (built-in
-            spoken + handwritten digits, speaker-disjoint test split), ``"synthetic"`` (the shortcut
-            preset), ``"synthetic:PRESET"`` with a name from :data:`PRESETS`,
+            spoken + handwritten digits, speaker-disjoint test split), ``"avmnist"``
+            (built-in AV-MNIST: spoken digits + PCA-reduced MNIST digits, the same
+            speaker-disjoint split), ``"synthetic"`` (the shortcut preset),
+            ``"synthetic:PRESET"`` with a name from :data:`PRESETS`,
             or ``"bundle:PATH"``: your own data as a feature bundle (a ``.npz``
             file or a folder, see :mod:`dus_gym.data.bundle`).
         views: for ``digits``, the views to use (default ``("pix", "zer")``);
-            for ``avdigits``, synthetic data and bundles, a subset of the modality names.
+            for ``avdigits``, ``avmnist``, synthetic data and bundles, a subset of the modality names.
         seed: generator seed of synthetic data (ignored by ``digits``).
         kwargs: synthetic-config overrides (``shortcut_rho=0.8``).
     """
@@ -69,6 +75,10 @@ def load_dataset(
         if kwargs:
             raise ValueError(f"avdigits takes no options besides views, got {sorted(kwargs)}")
         return load_avdigits(views)
+    if family == "avmnist" and not detail:
+        if kwargs:
+            raise ValueError(f"avmnist takes no options besides views, got {sorted(kwargs)}")
+        return load_avmnist(views)
     if family == "bundle":
         if kwargs:
             raise ValueError(f"{name}: a bundle takes no options besides views, got {sorted(kwargs)}")
@@ -76,7 +86,7 @@ def load_dataset(
     if family == "synthetic":
         data = make_synthetic(detail or "shortcut", seed=seed, **kwargs)
         return data if views is None else data.select(views)
-    valid = ["digits", "avdigits", "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)] + ["bundle:PATH"]
+    valid = [*_BUILTIN, "synthetic"] + [f"synthetic:{p}" for p in sorted(PRESETS)] + ["bundle:PATH"]
     raise ValueError(f"unknown dataset {name!r}; valid datasets: {valid}")
 
 
