@@ -324,13 +324,21 @@ Unit = tuple[Cell, ...]
 
 
 def make_units(cells: Sequence[Cell], batched: bool = False) -> list[Unit]:
-    """One unit per cell, or with ``batched`` one per grid point (same policy, data, method, settings)."""
+    """One unit per cell, or with ``batched`` one per grid point (same policy, data, method, settings).
+
+    The lookahead oracle always runs cell by cell: it restores snapshots of its own env between
+    candidate actions, which a sub-env of a batched vector env cannot do.
+    """
     if not batched:
         return [(c,) for c in cells]
     groups: dict[tuple[tuple[str, str, str], str], list[Cell]] = {}
+    singles: list[Unit] = []
     for c in cells:
-        groups.setdefault((c.group, c.settings), []).append(c)
-    return [tuple(g) for g in groups.values()]
+        if c.policy.split(":")[0] == "oracle":
+            singles.append((c,))
+        else:
+            groups.setdefault((c.group, c.settings), []).append(c)
+    return [tuple(g) for g in groups.values()] + singles
 
 
 def _run_named(unit: Unit, threads: int | None) -> list[dict[str, Any]]:

@@ -430,3 +430,12 @@ def test_throughput_batched_part_measures_each_mode(tmp_path: Path) -> None:
     (row,) = result["stacking"]  # N = 2 stacked MLP runs against one single run
     assert row["num_runs"] == 2 and row["single_ms"] > 0 and row["stacked_ms"] > 0
     assert row["make_run_batch"] == "stacked" and "Stacked against single" in (tmp_path / "throughput.md").read_text()
+
+
+def test_batched_runs_the_oracle_cell_by_cell(tmp_path: Path) -> None:
+    """The oracle restores snapshots of its own env, which a batched sub-env cannot: its cells stay single."""
+    cells = compare.make_cells(parse_args(compare.Args, tiny_argv(tmp_path, policies=("uniform", "oracle:2"), seeds=2)))
+    units = compare.make_units(cells, batched=True)
+    assert sorted((len(u), u[0].policy) for u in units) == [(1, "oracle:2"), (1, "oracle:2"), (2, "uniform")]
+    records = list(compare.execute([c for c in cells if c.policy == "oracle:2"][:1], batched=True))
+    assert len(records) == 1 and records[0]["test"]["accuracy"] > 0
