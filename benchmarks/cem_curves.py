@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> str:
                 lines.append(f"| {pattern} | {seed} | {s} | {m:.1f} | {b:.1f} | {held} |")
         ax.set_title(pattern, fontsize=9)
         ax.set_xlabel("env steps")
-        ax.set_ylabel("final fused accuracy (%)")
+        ax.set_ylabel("final fused accuracy (%)\nlines: validation, training instances", fontsize=8)
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=6, loc="lower right")
     fig.tight_layout()
