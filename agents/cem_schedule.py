@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.ceiling import SchedulePolicy, play
+from benchmarks.ceiling import SchedulePolicy, action_grid, play
 from dus_gym.cli import parse_args, run, setting_up
 from dus_gym.instances import FAMILIES
 from dus_gym.run import EPISODE_STEPS
@@ -69,19 +69,18 @@ class Args:
 
 def learn(args: Args) -> dict[str, Any]:
     """The CEM search on training instances, then the held-out judgement; JSON-ready."""
-    from dus_gym.budget import QuantityRule
-
-    levels = QuantityRule(2, 1).levels
+    levels, modalities = action_grid(args.family)
+    shape = (args.segments, len(modalities))
     rng = np.random.default_rng(args.seed)
     mid = (levels - 1) / 2
-    mean, std = np.full((args.segments, 2), mid), np.full((args.segments, 2), levels / 3)
+    mean, std = np.full(shape, mid), np.full(shape, levels / 3)
     history = []
     for gen in range(args.generations):
         start = time.perf_counter()
         cands = [np.clip(np.rint(rng.normal(mean, std)), 0, levels - 1).astype(np.int64)
                  for _ in range(args.population)]
         if gen == 0:
-            cands[0] = np.full((args.segments, 2), int(mid))  # uniform is always a candidate
+            cands[0] = np.full(shape, int(mid))  # uniform is always a candidate
         first = gen * args.instances  # fresh training instances every generation
         idx = [first + i for _ in cands for i in range(args.instances)]
         players = [partial(SchedulePolicy, c, args.n_steps) for c in cands for _ in range(args.instances)]

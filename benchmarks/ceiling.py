@@ -54,7 +54,7 @@ from dus_gym.cli import UsageError, parse_args, run, setting_up
 from dus_gym.instances import GENERAL_FAMILIES, family_env_kwargs, instance_set
 from dus_gym.run import EPISODE_STEPS
 
-__all__ = ["Args", "SchedulePolicy", "main", "pick", "play", "search_instance", "summarise"]
+__all__ = ["Args", "SchedulePolicy", "action_grid", "main", "pick", "play", "search_instance", "summarise"]
 
 PROG = "python -m benchmarks.ceiling"
 RESULTS_FILE = "ceiling.jsonl"
@@ -157,6 +157,13 @@ def _venv(family: str, method: str, n_steps: int, num_envs: int) -> Any:
     )
 
 
+def action_grid(family: str) -> tuple[int, list[str]]:
+    """The discrete levels per modality and the modality names of a family's env (what a schedule's
+    ``(K, M)`` actions index)."""
+    env = _venv(family, "joint", EPISODE_STEPS, 1).envs[0]
+    return env.rule.levels, list(env.modalities)
+
+
 def play(
     family: str,
     split: str,
@@ -196,8 +203,8 @@ def search_instance(family: str, index: int, settings: dict[str, Any]) -> dict[s
     from dus_gym.agent_io import load_policy
 
     start = time.perf_counter()
-    probe = _venv(family, settings["method"], settings["n_steps"], 1).envs[0]
-    n_levels, m, k = probe.rule.levels, len(probe.modalities), settings["segments"]
+    n_levels, modalities = action_grid(family)
+    m, k = len(modalities), settings["segments"]
     mid = (n_levels - 1) // 2
     rng = np.random.default_rng([settings["search_seed"], index, sum(map(ord, family))])
     pop = settings["population"]
@@ -234,7 +241,7 @@ def search_instance(family: str, index: int, settings: dict[str, Any]) -> dict[s
     chosen, best = pick(record, "val"), pick(record, "test")
     return {
         "family": family, "index": index, "instance": instance_set(f"{family}:eval", index + 1)[index],
-        "modalities": list(probe.modalities), "settings": settings, "rules": rules,
+        "modalities": modalities, "settings": settings, "rules": rules,
         "ceiling": chosen, "best_on_test": best,
         "played": played, "wall_s": time.perf_counter() - start,
     }
