@@ -113,6 +113,14 @@ FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]
         {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
         {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
     ),
+    "shortcut_timing": (
+        {"shortcut_rho": (0.8, 0.85, 0.9), "signal": ((3.5, 2.0), (3.25, 2.0), (3.5, 2.25), (3.75, 1.75))},
+        {"shortcut_rho": (0.825, 0.875), "signal": ((3.375, 2.125), (3.625, 1.875))},
+    ),
+    "memorization_timing": (
+        {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
+        {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
+    ),
 }
 """Instance families: ``None`` (seeds only) or the (train, eval) grids of config overrides."""
 
@@ -130,18 +138,21 @@ FAMILY_ENVS: dict[str, dict[str, Any]] = {
     "avmnist": {"dataset": "avmnist"},
     "shortcut_switch": {"dataset": "synthetic:shortcut_switch"},
     "memorization_switch": {"dataset": "synthetic:memorization_switch"},
+    "shortcut_timing": {"dataset": "synthetic:shortcut_timing"},
+    "memorization_timing": {"dataset": "synthetic:memorization_timing"},
 }
 """The env arguments (data set, views, fixed configuration) of each family's instances."""
 
 GENERAL_FAMILIES = (
     "shortcut_a", "shortcut_b", "memorization", "complementary", "redundant", "digits_pix_zer", "digits_fou_kar",
-    "avdigits", "avmnist", "shortcut_switch", "memorization_switch",
+    "avdigits", "avmnist", "shortcut_switch", "memorization_switch", "shortcut_timing", "memorization_timing",
 )
 """The training distribution of the general sampler: where sampling matters a lot (shortcut on either
 modality, memorization), where rebalancing hurts (complementary, the real audio-visual ``avdigits``),
 where nothing matters (redundant), real data with two view pairs, AV-MNIST (``avmnist``: two weak real
-modalities, fusion far from saturated), and two families where the best decision changes during the run
-(``shortcut_switch``, ``memorization_switch``). The shipped ``general_ppo`` was trained on the first
+modalities, fusion far from saturated), and four families where the best decision changes during the
+run (``shortcut_switch``, ``memorization_switch`` and their stronger, better-measured ``_timing``
+versions). The shipped ``general_ppo`` was trained on the first
 eight; the others (added after it) are families it never saw (``avmnist``'s held-out row: docs/agents.md)."""
 
 
@@ -166,7 +177,7 @@ _SET_ENTROPY = 20260
 _FAMILY_IDS = {
     "seeds": 0, "shortcut": 1, "shortcut_a": 2, "shortcut_b": 3, "memorization": 4, "complementary": 5,
     "redundant": 6, "digits_pix_zer": 7, "digits_fou_kar": 8, "avdigits": 9, "avmnist": 10,
-    "shortcut_switch": 11, "memorization_switch": 12,
+    "shortcut_switch": 11, "memorization_switch": 12, "shortcut_timing": 13, "memorization_timing": 14,
 }
 
 

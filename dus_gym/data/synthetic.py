@@ -119,6 +119,19 @@ PRESETS: dict[str, SyntheticConfig] = {
     "memorization_switch": SyntheticConfig(
         dims=(1000, 8), signal=(5.0, 2.0), noise=1.0, names=("a", "b"), n_train=300, n_val=1000, n_test=1000,
     ),
+    # The two families above made stronger and measurable (docs/agents.md, "When does learning pay?"):
+    # with 2,000 validation samples a search (or an agent) reads a schedule's worth from validation
+    # with half the noise of 1,000, and every rule and constant ratio sits 3-4 points below the
+    # best schedule (chosen on validation, measured on test).
+    # A stronger honest signal and shortcut on A, 800 training samples.
+    "shortcut_timing": SyntheticConfig(
+        dims=(64, 32), signal=(3.5, 2.0), names=("a", "b"), shortcut_rho=0.85, n_train=800, n_val=2000,
+        n_test=2000,
+    ),
+    # memorization_switch with 3,000 validation and test samples.
+    "memorization_timing": SyntheticConfig(
+        dims=(1000, 8), signal=(5.0, 2.0), noise=1.0, names=("a", "b"), n_train=300, n_val=3000, n_test=3000,
+    ),
     # Small and fast, for tests.
     "tiny": SyntheticConfig(
         num_classes=4, dims=(8, 6), signal=(3.0, 1.5), names=("a", "b"),
