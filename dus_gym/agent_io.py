@@ -66,7 +66,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.zip"
 VECNORMALIZE_FILE = "vecnormalize.pkl"
 TORCH_AGENT_FILE = "agent.pt"
-ALGOS = ("ppo", "a2c", "ppo_batched")
+ALGOS = ("ppo", "a2c", "ppo_batched", "cem_residual")
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 """The shipped agents, one run folder each (package data: there in a source checkout and in any install)."""
@@ -305,8 +305,16 @@ def load_policy(spec: str, env: gym.Env[Any, Any], seed: int | None = None) -> P
         from dus_gym.builtin_policies import builtin_policy
 
         return builtin_policy(spec, env, seed, [PRETRAINED_PREFIX + name for name in pretrained_agents()])
-    if read_run_config(folder)["algo"] == "ppo_batched":
-        return _load_torch_agent(folder, read_run_config(folder), env, spec)
+    config = read_run_config(folder)
+    if config["algo"] == "ppo_batched":
+        return _load_torch_agent(folder, config, env, spec)
+    if config["algo"] == "cem_residual":
+        from dus_gym.builtin_policies import ResidualGapPolicy
+
+        try:
+            return ResidualGapPolicy(env, config["theta"], config.get("margin", 0.15))
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"policy {spec!r}: {folder / CONFIG_FILE}: {err}") from None
     agent = load_agent(folder)
     for name in ("observation_space", "action_space"):
         trained, here = getattr(agent.model, name), getattr(env, name)

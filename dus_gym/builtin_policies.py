@@ -41,10 +41,13 @@ __all__ = [
     "DUSHeuristicPolicy",
     "FixedPolicy",
     "GapPolicy",
+    "RESIDUAL_FEATURES",
     "RandomPolicy",
+    "ResidualGapPolicy",
     "UniformPolicy",
     "builtin_policy",
     "dus_h_quantities",
+    "residual_features",
 ]
 
 
@@ -149,6 +152,58 @@ class GapPolicy(BuiltinPolicy):
         loss, accuracy = self.layout.get(obs, "train_loss"), self.layout.get(obs, "val_branch_accuracy")
         weights = gap_weights(loss, accuracy, self.margin)
         return self.rule.action_for_weights(weights)
+
+
+RESIDUAL_FEATURES = (
+    "val_branch_accuracy", "gap", "train_fit",
+    "progress*val_branch_accuracy", "progress*gap", "progress*train_fit",
+)
+"""The per-modality features of :class:`ResidualGapPolicy`, in the order of its ``theta``."""
+
+
+def residual_features(layout: ObservationLayout, obs: np.ndarray) -> np.ndarray:
+    """:data:`RESIDUAL_FEATURES` of one observation, each minus its mean over the modalities: ``(M, 6)``.
+
+    ``train_fit`` is ``exp(-train_loss)`` (the geometric-mean true-class probability on the training
+    batches, in [0, 1]), ``gap`` is ``train_fit - val_branch_accuracy``; ``progress`` (in [0, 1]) is the
+    fraction of the episode done. Centred over modalities, so that only differences between
+    modalities count (with a fixed budget only the ratios of the weights do).
+    """
+    fit = np.exp(-layout.get(obs, "train_loss"))
+    acc = layout.get(obs, "val_branch_accuracy")
+    t = float(layout.get(obs, "progress")[0])
+    f = np.stack([acc, fit - acc, fit, t * acc, t * (fit - acc), t * fit], axis=1)
+    return f - f.mean(axis=0, keepdims=True)
+
+
+class ResidualGapPolicy(GapPolicy):
+    """The gap rule plus a learned residual: ``log2 w_j = log2 gap_j + theta . phi_j`` with ``phi_j`` the
+    centred :func:`residual_features` of modality j (``agents/cem_residual.py`` learns ``theta``).
+
+    ``theta = 0`` is the gap rule exactly, so a search started there starts from the rule. The features
+    are symmetric in the modalities (no modality is named), so one ``theta`` acts on any number of them.
+
+    Args:
+        env: the env to act in.
+        theta: 6 coefficients, in log2 weight per unit of feature (a difference of 0.25 in a feature
+            times a coefficient of 8 doubles a modality's share).
+        margin: the gap rule's margin.
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], theta: Sequence[float] | np.ndarray, margin: float = 0.15) -> None:
+        super().__init__(env, margin)
+        self.theta = np.asarray(theta, dtype=np.float64)
+        if self.theta.shape != (len(RESIDUAL_FEATURES),) or not np.all(np.isfinite(self.theta)):
+            raise ValueError(
+                f"ResidualGapPolicy: theta={np.asarray(theta).tolist()}; expected {len(RESIDUAL_FEATURES)} finite "
+                f"numbers, one per feature {list(RESIDUAL_FEATURES)}"
+            )
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        loss, accuracy = self.layout.get(obs, "train_loss"), self.layout.get(obs, "val_branch_accuracy")
+        log_w = np.log2(gap_weights(loss, accuracy, self.margin)) + residual_features(self.layout, obs) @ self.theta
+        # The grid's widest ratio is far inside +-8 (a ratio of 256); the clip only keeps 2**x finite.
+        return self.rule.action_for_weights(2.0 ** np.clip(log_w, -8.0, 8.0))
 
 
 POLICIES = ("uniform", "random", "fixed", "dus_h", "gap", "oracle")

@@ -133,3 +133,43 @@ def test_make_policy_is_the_one_front_door() -> None:
         dus_gym.make_policy(PPO("MlpPolicy", other, n_steps=8, batch_size=8), env)
     with pytest.raises(TypeError, match="int is no policy spec"):
         dus_gym.make_policy(3, env)  # type: ignore[arg-type]
+
+
+def test_residual_gap_policy_is_the_gap_rule_at_zero_and_leans_by_its_features(tiny_env_kwargs) -> None:
+    from dus_gym.builtin_policies import RESIDUAL_FEATURES, ResidualGapPolicy, residual_features
+
+    # Continuous actions: the counts follow the weights without the discrete grid's rounding.
+    env = DUSEnv(**{**tiny_env_kwargs, "base_batch": 64, "action_type": "continuous"})
+    gap, zero = make_policy("gap", env), ResidualGapPolicy(env, np.zeros(len(RESIDUAL_FEATURES)))
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(env.layout.low, np.minimum(env.layout.high, 3.0), size=(50, env.layout.size)).astype(np.float32)
+    np.testing.assert_array_equal(zero.predict(obs)[0], gap.predict(obs)[0])
+
+    o = np.zeros(env.layout.size, dtype=np.float32)
+    o[env.layout.slices["train_loss"]] = -np.log([0.7, 0.5])  # equal gaps (0.2): the rule alone is uniform
+    o[env.layout.slices["val_branch_accuracy"]] = [0.5, 0.3]
+    o[env.layout.slices["progress"]] = 0.25
+    # Features by hand, centred over the two modalities: accuracy (0.5, 0.3) and fit (0.7, 0.5) -> +-0.1,
+    # gaps equal -> 0; times progress 0.25.
+    f = residual_features(env.layout, o.astype(np.float64))
+    np.testing.assert_allclose(f[0], [0.1, 0.0, 0.1, 0.025, 0.0, 0.025], atol=1e-6)
+    assert env.rule.weights(gap.predict(o)[0]).tolist() == [1.0, 1.0]
+    np.testing.assert_allclose(f.sum(axis=0), 0.0, atol=1e-12)
+    # +10 log2 per unit of accuracy: a is 0.2 ahead, so log2(w_a / w_b) = 2, a ratio of 4.
+    lean = ResidualGapPolicy(env, [10, 0, 0, 0, 0, 0])
+    w_a, w_b = env.rule.weights(lean.predict(o)[0])
+    assert w_a / w_b == pytest.approx(4.0)
+    n_a, n_b = env.rule.quantities(lean.predict(o)[0])
+    assert n_a > 3 * n_b
+    # The same coefficient on progress * accuracy acts a quarter as much at a quarter of the episode (a
+    # ratio of 2 ** 0.5), and the modalities' order does not matter: swapping
+    # them swaps the counts.
+    late = ResidualGapPolicy(env, [0, 0, 0, 10, 0, 0])
+    w_a, w_b = env.rule.weights(late.predict(o)[0])
+    assert w_a / w_b == pytest.approx(2**0.5)
+    swapped = o.copy()
+    for name in ("train_loss", "val_branch_accuracy"):
+        swapped[env.layout.slices[name]] = o[env.layout.slices[name]][::-1]
+    assert env.rule.quantities(lean.predict(swapped)[0]).tolist() == [n_b, n_a]
+    with pytest.raises(ValueError, match=r"theta=\[1.0, 2.0\]; expected 6 finite numbers"):
+        ResidualGapPolicy(env, [1.0, 2.0])
