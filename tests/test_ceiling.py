@@ -53,7 +53,7 @@ def test_every_schedule_trains_the_same_run(searched: dict) -> None:
 
 def test_the_ceiling_is_the_best_on_validation_and_the_bound_the_best_on_test(searched: dict) -> None:
     played = searched["played"]
-    assert len(played) == 2 * SMALL["population"] - len(SMALL["rules"])
+    assert len(played) == 2 * int(SMALL["population"]) - len(SMALL["rules"])  # type: ignore[call-overload, arg-type]
     assert searched["ceiling"]["val"] == max(p["val"] for p in played)
     assert searched["best_on_test"]["test"] == max(p["test"] for p in played)
     assert searched["best_on_test"]["test"] >= searched["ceiling"]["test"]
@@ -214,3 +214,41 @@ def test_judge_plays_an_agent_on_the_searched_runs_once(tmp_path, monkeypatch) -
     assert again == judged
     with pytest.raises(ValueError, match="--judge \\['gap'\\]"):
         ceiling.main(["--families", "shortcut_switch", "--output", str(tmp_path), "--judge", "gap"])
+
+
+def test_cem_residual_pairs_every_candidate_with_the_gap_rule_and_writes_a_loadable_policy(tmp_path) -> None:
+    import gymnasium as gym
+
+    from agents import cem_residual
+    from dus_gym.builtin_policies import ResidualGapPolicy
+
+    argv = ["--families", "shortcut_a", "--n-steps", "2", "--population", "3", "--instances", "2",
+            "--generations", "2", "--validation", "2", "--output", str(tmp_path)]
+    cem_residual.main(argv)
+    history = json.loads((tmp_path / "history.json").read_text())
+    first = history[0]
+    # generation 0 tries the rule itself (theta = 0): the same runs as the baseline, so no gain at all
+    assert first["candidates"][0] == [0.0] * 6 and first["gain_over_gap"][0] == 0.0
+    val = np.array(first["families"]["shortcut_a"]["val"])  # (gap + 3 candidates, 2 instances)
+    assert val.shape == (4, 2)
+    np.testing.assert_allclose(first["gain_over_gap"], (val[1:] - val[0]).mean(axis=1))
+    assert [h["env_steps"] for h in history] == [16, 32]  # 4 policies x 2 instances x 2 steps per generation
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["algo"] == "cem_residual" and config["theta"] == history[-1]["mean"]
+
+    env = gym.make("DUS-v0", dataset="synthetic:shortcut", n_steps=1, iterations_per_step=1, device="cpu")
+    policy = load_policy(str(tmp_path), env)
+    assert isinstance(policy, ResidualGapPolicy) and policy.theta.tolist() == config["theta"]
+    assert set(config["validation"]["families"]) == {"shortcut_a"}
+    # validated again with theta = 0 (the gap rule on the same runs as the gap rule): exactly no gain
+    (tmp_path / "config.json").write_text(json.dumps({**config, "theta": [0.0] * 6}))
+    cem_residual.main([*argv, "--only-validate"])
+    validation = json.loads((tmp_path / "config.json").read_text())["validation"]
+    assert validation["val_gain_over_gap"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert validation["families"]["shortcut_a"]["test_gain_over_gap"]["mean"] == 0.0
+    assert json.loads((tmp_path / "history.json").read_text()) == history  # no search this time
+    (tmp_path / "config.json").write_text(json.dumps({**config, "theta": [1.0]}))
+    with pytest.raises(ValueError, match=r"config.json: ResidualGapPolicy: theta=\[1.0\]"):
+        load_policy(str(tmp_path), env)
+    with pytest.raises(ValueError, match=r"--families \['nope'\]"):
+        cem_residual.main(["--families", "nope", "--output", str(tmp_path)])
