@@ -191,7 +191,7 @@ def test_the_id_passes_both_env_checkers_and_plays_an_episode() -> None:
     steps, done = 0, False
     while not done:
         obs, reward, terminated, truncated, info = env.step(policy.predict(obs)[0])
-        assert np.isfinite(reward) and env.observation_space.contains(obs)
+        assert np.isfinite(float(reward)) and env.observation_space.contains(obs)
         steps, done = steps + 1, terminated or truncated
     assert steps == 3
     test = info["test"]

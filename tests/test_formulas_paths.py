@@ -86,7 +86,7 @@ def first_iteration_by_hand(dataset: MultimodalDataset, config: RunConfig) -> di
     return {
         "s": np.array([float(p.mean()) for p in p_true]),
         "branch_loss": np.array([float(-p.log().mean()) for p in p_true]),
-        "loss": np.array(float(F.cross_entropy(sum(logits), y, reduction="sum")) / B),
+        "loss": np.array(float(F.cross_entropy(torch.stack(logits).sum(0), y, reduction="sum")) / B),
     }
 
 

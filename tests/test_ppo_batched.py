@@ -112,7 +112,7 @@ def test_its_run_folder_is_a_policy_every_tool_loads(tmp_path: Path) -> None:
     obs, _ = env.reset(seed=0)
     action, _ = policy.predict(obs, deterministic=True)
     # the most probable level of each modality of the saved actor
-    net = ActorCritic(obs.shape[0], 2, int(env.action_space.nvec[0]))
+    net = ActorCritic(obs.shape[0], 2, int(env.action_space.nvec[0]))  # type: ignore[attr-defined]
     net.load_state_dict(torch.load(run_dir / "agent.pt", weights_only=True))
     logits = net.actor(torch.as_tensor(obs[None])).view(2, -1)
     assert action.tolist() == logits.argmax(-1).tolist()
