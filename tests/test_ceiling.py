@@ -247,6 +247,12 @@ def test_cem_residual_pairs_every_candidate_with_the_gap_rule_and_writes_a_loada
     assert validation["val_gain_over_gap"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
     assert validation["families"]["shortcut_a"]["test_gain_over_gap"]["mean"] == 0.0
     assert json.loads((tmp_path / "history.json").read_text()) == history  # no search this time
+    from benchmarks import residual_curves
+
+    rows = residual_curves.main(["--runs", str(tmp_path), "--output", str(tmp_path / "curves.png")]).splitlines()[2:]
+    assert [row.split(" | ")[1] for row in rows] == ["16", "32"]
+    assert rows[-1].split(" | ")[-1] == "+0.00 [+0.00, +0.00] |"  # the validation of theta = 0
+    assert (tmp_path / "curves.png").stat().st_size > 0
     (tmp_path / "config.json").write_text(json.dumps({**config, "theta": [1.0]}))
     with pytest.raises(ValueError, match=r"config.json: ResidualGapPolicy: theta=\[1.0\]"):
         load_policy(str(tmp_path), env)
