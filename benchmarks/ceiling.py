@@ -54,7 +54,7 @@ from dus_gym.cli import UsageError, parse_args, run, setting_up
 from dus_gym.instances import GENERAL_FAMILIES, family_env_kwargs, instance_set
 from dus_gym.run import EPISODE_STEPS
 
-__all__ = ["Args", "SchedulePolicy", "action_grid", "main", "pick", "play", "search_instance", "summarise"]
+__all__ = ["Args", "SchedulePolicy", "action_grid", "main", "overall", "pick", "play", "search_instance", "summarise"]
 
 PROG = "python -m benchmarks.ceiling"
 RESULTS_FILE = "ceiling.jsonl"
@@ -342,6 +342,33 @@ def summarise(records: Sequence[dict[str, Any]], n_resamples: int = 2000, seed: 
     return out
 
 
+def overall(records: Sequence[dict[str, Any]], rows: Sequence[dict[str, Any]], n_resamples: int = 2000,
+            seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Every agent played on all the families of ``rows``, over all their instances: agent - gap and agent -
+    best rule (each family's own, from ``rows``) with stratified 95% bootstrap intervals (families are the
+    strata, so each keeps its number of instances in every resample), and on how many of the families with
+    at least 1 point of room (ceiling - best rule) it takes half of it or more."""
+    from benchmarks.stats import stratified_bootstrap_ci
+
+    out: dict[str, dict[str, Any]] = {}
+    agents = [s for s in rows[0]["agents"] if all(s in r["agents"] for r in rows)] if rows else []
+    for spec in agents:
+        gap, best = [], []
+        for row in rows:
+            rs = [r for r in records if r["family"] == row["family"]]
+            mine = np.array([r["rules"][spec]["test"] for r in rs])
+            gap.append(100 * (mine - [r["rules"]["gap"]["test"] for r in rs]))
+            best.append(100 * (mine - [r["rules"][row["best_rule"]]["test"] for r in rs]))
+        ivs = {name: stratified_bootstrap_ci(d, "mean", n_resamples=n_resamples, seed=seed)
+               for name, d in (("minus_gap", gap), ("minus_best_rule", best))}
+        roomy = [r for r in rows if r["ceiling_minus_best_rule"]["mean"] >= 1.0]
+        out[spec] = {**{k: {"mean": v.estimate, "low": v.low, "high": v.high} for k, v in ivs.items()},
+                     "families": len(rows), "families_with_room": len(roomy),
+                     "half_the_room_taken": sum(r["agents"][spec]["share_of_room"] >= 0.5 for r in roomy),
+                     "worst_minus_best_rule": min(r["agents"][spec]["minus_best_rule"]["mean"] for r in rows)}
+    return out
+
+
 def _column_order(spec: str) -> tuple[int, str]:
     first = ("uniform", "dus_h", "gap")
     return (first.index(spec), "") if spec in first else (3 if _is_rule(spec) else 4, spec)
@@ -359,8 +386,9 @@ def _interval(c: dict[str, float]) -> str:
     return _signed(c["mean"]) + ("" if not np.isfinite(c["low"]) else f" [{c['low']:+.1f}, {c['high']:+.1f}]")
 
 
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """Two tables: the room per family, and every policy's normalised score."""
+def markdown(rows: Sequence[dict[str, Any]], pooled: dict[str, dict[str, Any]] | None = None) -> str:
+    """The room per family, every policy's normalised score, the agents per family, and (``pooled``, from
+    :func:`overall`) the agents over all the families."""
     lines = [
         "| family | n | best rule | best rule % | ceiling % | ceiling - best rule [95% CI] | "
         "bound % | bound - best rule [95% CI] |",
@@ -388,6 +416,14 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
             gap = _interval(a["minus_gap"]) if a["minus_gap"] else "n/a"
             lines.append(f"| {r['family']} | {policy_label(spec)} | {_interval(a['minus_best_rule'])} | {gap} | "
                          f"{_percent(a['share_of_room'])} |")
+    if pooled:
+        lines += ["", "Agents over all these families (intervals stratified by family):", "",
+                  "| agent | families | agent - gap [95% CI] | agent - best rule [95% CI] | worst family mean "
+                  "- best rule | half the room taken (families with >= 1 point) |", "|---|---|---|---|---|---|"]
+        for spec, a in pooled.items():
+            lines.append(f"| {policy_label(spec)} | {a['families']} | {_interval(a['minus_gap'])} | "
+                         f"{_interval(a['minus_best_rule'])} | {_signed(a['worst_minus_best_rule'])} | "
+                         f"{a['half_the_room_taken']} of {a['families_with_room']} |")
     return "\n".join(lines) + "\n"
 
 
@@ -437,10 +473,12 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     if args.judge:
         records = judge(records, args.judge, output / JUDGED_FILE, settings, args.torch_threads)
     rows = summarise(records, args.n_resamples)
-    text = markdown(rows)
+    pooled = overall(records, rows, args.n_resamples)
+    text = markdown(rows, pooled)
     output.mkdir(parents=True, exist_ok=True)
     _write_atomic(output / "ceiling.md", f"Settings: {json.dumps(settings)}\n\n{text}")
-    _write_atomic(output / "ceiling.json", json.dumps({"settings": settings, "rows": rows}, indent=1))
+    _write_atomic(output / "ceiling.json", json.dumps({"settings": settings, "rows": rows, "overall": pooled},
+                                                      indent=1))
     print(text)
     print(f"written to {output}/", json.dumps(asdict(args)))
     return rows

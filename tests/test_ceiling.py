@@ -85,6 +85,23 @@ def test_summary_pairs_the_ceiling_with_the_best_rule_and_normalises() -> None:
     assert row["agents"]["pretrained:x"]["share_of_room"] == pytest.approx((0.725 - 0.715) / (0.80 - 0.715))
 
 
+def test_overall_pools_the_families_each_against_its_own_best_rule() -> None:
+    from benchmarks.ceiling import markdown, overall
+
+    # f: room above gap (its best rule), the agent 1 point above gap; g: no room, uniform best, gap far below
+    records = [_record("f", i, 0.60, 0.70, 0.80, 0.85) for i in range(4)]
+    records += [_record("g", i, 0.90, 0.60, 0.90, 0.90) for i in range(4)]
+    rows = summarise(records, n_resamples=200)
+    assert [r["best_rule"] for r in rows] == ["gap", "uniform"]
+    pooled = overall(records, rows, n_resamples=200)["pretrained:x"]
+    assert pooled["minus_gap"] == pytest.approx({"mean": 1.0, "low": 1.0, "high": 1.0})
+    assert pooled["minus_best_rule"]["mean"] == pytest.approx((4 * 1.0 + 4 * (61 - 90)) / 8)
+    assert pooled["worst_minus_best_rule"] == pytest.approx(61 - 90)
+    # only f has >= 1 point of room (10 points), and the agent takes a tenth of it
+    assert (pooled["families_with_room"], pooled["half_the_room_taken"]) == (1, 0)
+    assert "| x | 2 | +1.0 [+1.0, +1.0] | -14.0" in markdown(rows, {"pretrained:x": pooled})
+
+
 def test_a_rule_best_on_validation_is_the_ceiling() -> None:
     record = _record("f", 0, 0.60, 0.70, 0.80, 0.85)
     record["rules"]["gap"]["val"] = 0.93
