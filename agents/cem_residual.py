@@ -73,6 +73,11 @@ class Args:
     """initial standard deviation of each coefficient (log2 weight per unit of feature)"""
     min_std: float = 1.0
     """floor of the standard deviation (keeps the search from collapsing early)"""
+    start: str = ""
+    """a cem_residual run folder whose theta is the initial mean (default: 0, the gap rule)"""
+    worst_weight: float = 0.0
+    """fitness = mean gain + worst_weight * min(0, the worst family's mean gain): a candidate that loses on
+    one family pays for it beyond its share of the mean"""
     seed: int = 0
     """seed of the search"""
     n_steps: int = EPISODE_STEPS
@@ -88,11 +93,12 @@ class Args:
     """torch threads (1: the batches share the machine with other work; dus_gym.batched.batch_threads)"""
 
 
-def generation(args: Args, gen: int, cands: list[np.ndarray]) -> tuple[np.ndarray, dict[str, Any]]:
+def generation(args: Args, gen: int, cands: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Play the gap rule and every candidate on fresh training instances of every family.
 
-    Returns the mean gain of each candidate over the gap rule in final validation accuracy (fraction), and
-    the per-family details (validation and test accuracy of the rule and of every candidate)."""
+    Returns each candidate's mean gain over the gap rule in final validation accuracy (fraction) and its
+    worst family's mean gain, and the per-family details (validation and test accuracy of the rule and of
+    every candidate)."""
     thetas = [np.zeros(len(RESIDUAL_FEATURES)), *cands]
     k = args.instances
     gains, families = [], {}
@@ -105,7 +111,8 @@ def generation(args: Args, gen: int, cands: list[np.ndarray]) -> tuple[np.ndarra
         test = np.array([r["test"] for r in res]).reshape(len(thetas), k)
         gains.append((val[1:] - val[0]).mean(axis=1))
         families[family] = {"val": val.tolist(), "test": test.tolist()}
-    return np.mean(gains, axis=0), families
+    per_family = np.array(gains)  # (families, candidates)
+    return per_family.mean(axis=0), per_family.min(axis=0), families
 
 
 def learn(args: Args) -> None:
@@ -113,25 +120,31 @@ def learn(args: Args) -> None:
     rng = np.random.default_rng(args.seed)
     dim = len(RESIDUAL_FEATURES)
     mean, std = np.zeros(dim), np.full(dim, args.init_std)
-    history: list[dict[str, Any]] = []
     env_steps = 0
+    if args.start:  # go on from another search: its theta, and its env steps on the curves' axis
+        started = json.loads((Path(args.start) / "config.json").read_text())
+        mean, env_steps = np.asarray(started["theta"], dtype=np.float64), int(started["env_steps"])
+    history: list[dict[str, Any]] = []
     for gen in range(args.generations):
         start = time.perf_counter()
         cands = [rng.normal(mean, std) for _ in range(args.population)]
         if gen == 0:
-            cands[0] = np.zeros(dim)  # the rule itself is a candidate
-        gain, families = generation(args, gen, cands)
+            cands[0] = mean.copy()  # the start itself (the rule, by default) is a candidate
+        gain, worst, families = generation(args, gen, cands)
+        fitness = gain + args.worst_weight * np.minimum(worst, 0.0)
         env_steps += (len(cands) + 1) * args.instances * len(args.families) * args.n_steps
-        order = np.argsort(-gain)
+        order = np.argsort(-fitness)
         elite = np.array([cands[i] for i in order[: max(2, round(args.elite * len(cands)))]])
         mean, std = elite.mean(axis=0), np.maximum(elite.std(axis=0), args.min_std)
         history.append({
             "generation": gen, "env_steps": env_steps, "candidates": [c.tolist() for c in cands],
-            "gain_over_gap": gain.tolist(), "mean": mean.tolist(), "std": std.tolist(), "families": families,
+            "gain_over_gap": gain.tolist(), "worst_family_gain": worst.tolist(),
+            "fitness": fitness.tolist(), "mean": mean.tolist(), "std": std.tolist(), "families": families,
             "wall_s": time.perf_counter() - start,
         })
-        print(f"generation {gen} ({env_steps} env steps, {history[-1]['wall_s']:.0f} s): best gain over gap "
-              f"{100 * gain.max():+.2f} points, mean {100 * gain.mean():+.2f}; new mean theta "
+        print(f"generation {gen} ({env_steps} env steps, {history[-1]['wall_s']:.0f} s): best gain over "
+              f"gap {100 * gain.max():+.2f} points, mean {100 * gain.mean():+.2f}, best fitness "
+              f"{100 * fitness.max():+.2f}; new mean theta "
               f"{np.round(mean, 1).tolist()}", flush=True)
         write(Path(args.output), args, mean, history)
 

@@ -264,12 +264,20 @@ def test_cem_residual_pairs_every_candidate_with_the_gap_rule_and_writes_a_loada
     assert validation["val_gain_over_gap"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
     assert validation["families"]["shortcut_a"]["test_gain_over_gap"]["mean"] == 0.0
     assert json.loads((tmp_path / "history.json").read_text()) == history  # no search this time
+
     from benchmarks import residual_curves
 
     rows = residual_curves.main(["--runs", str(tmp_path), "--output", str(tmp_path / "curves.png")]).splitlines()[2:]
     assert [row.split(" | ")[1] for row in rows] == ["16", "32"]
     assert rows[-1].split(" | ")[-1] == "+0.00 [+0.00, +0.00] |"  # the validation of theta = 0
     assert (tmp_path / "curves.png").stat().st_size > 0
+    # going on from a run: its theta is the first candidate, its env steps go on; the worst family's loss is charged
+    (tmp_path / "config.json").write_text(json.dumps({**config, "theta": [0.5] * 6}))
+    cem_residual.main([*argv[:-1], str(tmp_path / "on"), "--start", str(tmp_path), "--generations", "1",
+                       "--worst-weight", "2", "--validation", "0"])
+    (on,) = json.loads((tmp_path / "on" / "history.json").read_text())
+    assert on["candidates"][0] == [0.5] * 6 and on["env_steps"] == 32 + 16
+    np.testing.assert_allclose(on["fitness"], np.add(on["gain_over_gap"], 2 * np.minimum(on["worst_family_gain"], 0)))
     (tmp_path / "config.json").write_text(json.dumps({**config, "theta": [1.0]}))
     with pytest.raises(ValueError, match=r"config.json: ResidualGapPolicy: theta=\[1.0\]"):
         load_policy(str(tmp_path), env)
