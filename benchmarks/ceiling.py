@@ -326,7 +326,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 bar.update()
         records = read_records(path)
     wanted = set(units)
-    records = [r for r in records if (r["family"], int(r["index"])) in wanted]
+    # in the order of --families, whatever order the instances were searched in
+    records = sorted((r for r in records if (r["family"], int(r["index"])) in wanted),
+                     key=lambda r: (args.families.index(r["family"]), int(r["index"])))
     if not records:
         raise UsageError(f"{path}: no instances searched yet (--no-run only summarises what is there)")
     if args.judge:

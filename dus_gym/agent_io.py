@@ -111,9 +111,12 @@ def is_agent_folder(spec: str) -> bool:
 
 
 def policy_label(spec: str) -> str:
-    """Short name for tables and plots: a run folder's base name, else the spec itself."""
+    """Short name for tables and plots: a run folder's base name (with its parent's when the name is a bare
+    seed number, ``runs/cem_residual/0`` -> ``cem_residual/0``), else the spec itself."""
     folder = agent_folder(spec)
-    return spec if folder is None else folder.name
+    if folder is None:
+        return spec
+    return f"{folder.parent.name}/{folder.name}" if folder.name.isdigit() and folder.parent.name else folder.name
 
 
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:

@@ -342,6 +342,7 @@ def test_load_policy_takes_every_kind_of_spec(ppo_run: Path) -> None:
     agent = load_policy(str(ppo_run), env)
     assert isinstance(agent, LoadedAgent) and is_agent_folder(str(ppo_run))
     assert policy_label(str(ppo_run)) == ppo_run.name
+    assert policy_label("runs/cem_residual/0") == "cem_residual/0"  # a bare seed number keeps its parent
     # A shipped agent by pretrained:NAME or by its bare name; its label is the name.
     digits = gym.make("DUS-v0")
     for spec in ("pretrained:dus_v0_ppo", "dus_v0_ppo"):
