@@ -7,7 +7,9 @@ A run folder (written by ``agents/train.py``) holds:
 - ``vecnormalize.pkl`` (optional): the ``VecNormalize`` statistics.
 
 or, written by ``agents/ppo_batched.py`` (``"algo": "ppo_batched"``), ``agent.pt``:
-the state dict of an :class:`ActorCritic`.
+the state dict of an :class:`ActorCritic`; or, written by ``agents/cem_residual.py``
+(``"algo": "cem_residual"``), only ``config.json``, whose ``theta`` (6 numbers) is a
+:class:`~dus_gym.builtin_policies.ResidualGapPolicy`.
 
 :func:`load_agent` gives back an object with SB3's ``predict`` that applies the
 saved observation normalisation itself, so it drops in wherever a built-in
