@@ -218,8 +218,9 @@ class _Setup:
 def _set_up(args: Args) -> _Setup:
     """Check every flag and name, build the --kickstart policy and one env per setting (a bad env id
     or argument would otherwise be a dead worker process, not a message); raises ValueError & co."""
-    if args.algo not in ALGOS:
-        raise ValueError(f"--algo {args.algo!r}: expected one of {list(ALGOS)}")
+    if args.algo not in DEFAULT_HYPERPARAMS:  # the SB3 algorithms; the other ALGOS have their own scripts
+        raise ValueError(f"--algo {args.algo!r}: expected one of {list(DEFAULT_HYPERPARAMS)} (agents/ppo_batched.py "
+                         f"and agents/cem_residual.py train the others of {list(ALGOS)})")
     env_kwargs = json_object(args.env_kwargs, "--env-kwargs")
     overrides = json_object(args.hyperparams, "--hyperparams")
     if "instances" in env_kwargs:

@@ -70,7 +70,8 @@ def test_main_job_main_exits_2_too(capsys: pytest.CaptureFixture[str]) -> None:
 def _train_cases(tmp: str) -> list[tuple[list[str], str]]:
     return [
         (["--nope"], "unrecognized arguments: --nope"),
-        (["--algo", "dqn"], "--algo 'dqn': expected one of ['ppo', 'a2c', 'ppo_batched']"),
+        (["--algo", "dqn"], "--algo 'dqn': expected one of ['ppo', 'a2c'] (agents/ppo_batched.py"),
+        (["--algo", "cem_residual"], "--algo 'cem_residual': expected one of ['ppo', 'a2c']"),
         (["--env-id", "DUS-v9"], "DUS"),
         (["--env-kwargs", "{bad"], "--env-kwargs: '{bad' is not valid JSON"),
         (["--hyperparams", "[1]"], "--hyperparams: '[1]' is a JSON array; expected an object"),
