@@ -84,6 +84,10 @@ _SHORTCUT_GENERAL = (
     {"shortcut_rho": (0.85, 0.9, 0.95), "signal": ((1.5, 2.5), (2.0, 2.5), (2.5, 2.5), (2.0, 2.0), (2.5, 2.0))},
     {"shortcut_rho": (0.8, 0.875, 0.975), "signal": ((1.75, 2.75), (3.0, 2.5), (2.25, 1.75))},
 )
+_MEMORIZATION_SWITCH = (
+    {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
+    {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
+)
 FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]] | None] = {
     "seeds": None,
     "shortcut": (SHORTCUT_TRAIN_GRID, SHORTCUT_EVAL_GRID),
@@ -109,18 +113,12 @@ FAMILIES: dict[str, tuple[dict[str, tuple[Any, ...]], dict[str, tuple[Any, ...]]
         {"shortcut_rho": (0.75, 0.8, 0.85), "signal": ((3.0, 2.0), (2.75, 2.0), (3.0, 2.25), (3.25, 1.75))},
         {"shortcut_rho": (0.775, 0.825), "signal": ((2.875, 2.125), (3.125, 1.875))},
     ),
-    "memorization_switch": (
-        {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
-        {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
-    ),
+    "memorization_switch": _MEMORIZATION_SWITCH,
     "shortcut_timing": (
         {"shortcut_rho": (0.8, 0.85, 0.9), "signal": ((3.5, 2.0), (3.25, 2.0), (3.5, 2.25), (3.75, 1.75))},
         {"shortcut_rho": (0.825, 0.875), "signal": ((3.375, 2.125), (3.625, 1.875))},
     ),
-    "memorization_timing": (
-        {"signal": ((5.0, 2.0), (4.5, 2.0), (5.5, 2.0), (5.0, 2.5))},
-        {"signal": ((4.75, 2.25), (5.25, 1.75), (4.5, 1.75), (5.5, 2.25))},
-    ),
+    "memorization_timing": _MEMORIZATION_SWITCH,  # the same knobs; larger validation and test splits
 }
 """Instance families: ``None`` (seeds only) or the (train, eval) grids of config overrides."""
 
