@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> str:
 
     lines = ["| run | env steps | mean gain over gap (val, points) | best candidate | learned theta on validation |",
              "|---|---|---|---|---|"]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = plt.subplots(figsize=(9, 4))
     for folder in folders:
         history = json.loads((Path(folder) / "history.json").read_text())
         config = json.loads((Path(folder) / "config.json").read_text())
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> str:
     ax.set_xlabel("env steps")
     ax.set_ylabel("final validation accuracy - gap rule\n(points, same runs)", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, loc="lower right")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the curves, not on them
     fig.tight_layout()
     fig.savefig(args.output, dpi=120)
     table = "\n".join(lines)
