@@ -187,10 +187,15 @@ def write(folder: Path, args: Args, theta: np.ndarray, history: list[dict[str, A
         "env_steps": history[-1]["env_steps"],
     }
     folder.mkdir(parents=True, exist_ok=True)
-    for name, value in (("history.json", history), ("config.json", config)):
-        tmp = folder / f".{name}.tmp"
-        tmp.write_text(json.dumps(value, indent=1))
-        tmp.replace(folder / name)
+    _write_json(folder / "history.json", history)
+    _write_json(folder / "config.json", config)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """``value`` as JSON at ``path``, atomically: a killed run leaves the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -218,9 +223,7 @@ def main(argv: list[str] | None = None) -> Path:
         v = config["validation"]["val_gain_over_gap"]
         print(f"validation ({args.validation} unsearched training instances per family): gain over gap "
               f"{v['mean']:+.2f} [{v['low']:+.2f}, {v['high']:+.2f}] points of validation accuracy", flush=True)
-        tmp = path.with_name(".config.json.tmp")
-        tmp.write_text(json.dumps(config, indent=1))
-        tmp.replace(path)
+        _write_json(path, config)
     print(f"written to {args.output}/config.json")
     return Path(args.output)
 
